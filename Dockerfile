@@ -1,0 +1,26 @@
+# The orders worker. Only the service's own dependencies: no dev tools, no embedded mongod.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PATH="/app/.venv/bin:${PATH}"
+
+RUN pip install --no-cache-dir uv
+
+WORKDIR /app
+
+# Dependencies first, so code edits do not reinstall them.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-default-groups --no-install-project
+
+COPY schemas ./schemas
+COPY service ./service
+RUN uv sync --frozen --no-default-groups
+
+RUN useradd --system --uid 10001 --no-create-home orders
+USER orders
+
+CMD ["faststream", "run", "--factory", "service.app:create_app"]

@@ -1,0 +1,67 @@
+# orders-service developer entry points. Everything runs inside the uv-managed venv.
+# `make run` needs only RabbitMQ (started if down); MongoDB is the embedded mongod
+# from the `embedded-mongo` group unless ORDERS_MONGO_URL is set.
+
+SHELL := /bin/bash
+# `python3 -m uv` works even when pip put the uv binary somewhere off PATH.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PYTEST_ARGS ?=
+MONGO_DBPATH ?= .data/mongo
+MONGO_PORT ?= 27018
+
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop clean
+
+help:
+	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop clean"
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+fmt: install
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+typecheck: install
+	$(UV) run mypy
+
+rabbitmq: install
+	$(UV) run python -m devtools.rabbitmq ensure
+
+unit: install
+	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+integration: install rabbitmq
+	$(UV) run pytest tests/integration $(PYTEST_ARGS)
+
+e2e: install rabbitmq
+	$(UV) run pytest tests/e2e $(PYTEST_ARGS)
+
+# The whole suite; the test fixtures start (and stop) their own mongod.
+test: install rabbitmq lint typecheck
+	$(UV) run pytest $(PYTEST_ARGS)
+
+# One recipe line, so ORDERS_MONGO_URL reaches the worker; exec so Ctrl-C goes to it.
+run: install rabbitmq
+	@set -euo pipefail; \
+	if [ -z "$${ORDERS_MONGO_URL:-}" ]; then \
+		ORDERS_MONGO_URL="$$($(UV) run python -m devtools.embedded_mongo ensure \
+			--dbpath $(MONGO_DBPATH) --port $(MONGO_PORT))"; \
+		export ORDERS_MONGO_URL; \
+		echo "worker: embedded MongoDB at $$ORDERS_MONGO_URL (make mongo-stop stops it)" >&2; \
+	fi; \
+	exec $(UV) run faststream run --factory service.app:create_app
+
+mongo-stop: install
+	$(UV) run python -m devtools.embedded_mongo stop --dbpath $(MONGO_DBPATH) --port $(MONGO_PORT)
+
+clean:
+	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
+	rm -rf .data .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench
+	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Developer tooling: embedded MongoDB and local RabbitMQ helpers."""

@@ -1,0 +1,52 @@
+"""Wire contracts of the orders service: commands, queries, replies and events (pydantic)."""
+
+from schemas.commands import (
+    ACTION_NAMES,
+    Billing,
+    CancelOrder,
+    CompleteOrder,
+    OrderAction,
+    OrderActionAdapter,
+    OrderItem,
+    PlaceOrder,
+    UpdateMetadata,
+    UpdateStatus,
+)
+from schemas.events import (
+    OrderCommandRejected,
+    OrderMetadataUpdated,
+    OrderPlaced,
+    OrderStatusChanged,
+)
+from schemas.orders import HistoryEntry, OrderView
+from schemas.queries import GetOrder, ListOrders, OrderFilters, OrderStatsQuery
+from schemas.replies import ErrorBody, ErrorReply, ListReply, Pagination, Reply, StatsView
+
+__all__ = [
+    "ACTION_NAMES",
+    "Billing",
+    "CancelOrder",
+    "CompleteOrder",
+    "ErrorBody",
+    "ErrorReply",
+    "GetOrder",
+    "HistoryEntry",
+    "ListOrders",
+    "ListReply",
+    "OrderAction",
+    "OrderActionAdapter",
+    "OrderCommandRejected",
+    "OrderFilters",
+    "OrderItem",
+    "OrderMetadataUpdated",
+    "OrderPlaced",
+    "OrderStatsQuery",
+    "OrderStatusChanged",
+    "OrderView",
+    "Pagination",
+    "PlaceOrder",
+    "Reply",
+    "StatsView",
+    "UpdateMetadata",
+    "UpdateStatus",
+]

@@ -1,0 +1,87 @@
+"""Queries: `orders.get`, `orders.list`, `orders.stats`, `orders.statuses`."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
+
+from schemas.commands import Contract
+from schemas.types import DatabaseId, PublicOrderId, Reference, Status
+
+
+class GetOrder(Contract):
+    """Fetch one order by database `id` or public `order_id`."""
+
+    id: DatabaseId | None = None
+    order_id: PublicOrderId | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> GetOrder:
+        if (self.id is None) == (self.order_id is None):
+            raise ValueError("give exactly one of id or order_id")
+        return self
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+def _iso_date(value: object) -> date:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+Day = Annotated[
+    date,
+    BeforeValidator(_iso_date),
+    Field(description="YYYY-MM-DD, UTC, inclusive.", examples=["2025-11-06"]),
+]
+
+OrderBy = Literal["created_at", "updated_at", "total", "order_id", "id", "status", "customer_id"]
+
+
+class OrderFilters(Contract):
+    """Filters shared by `orders.list` and `orders.stats`."""
+
+    customer_id: Reference | None = Field(default=None, examples=["CUST-12345"])
+    user_id: Reference | None = None
+    status: Annotated[list[Status], BeforeValidator(_as_list), Field(min_length=1)] | None = Field(
+        default=None, description="A status or a list of statuses.", examples=[["pending"]]
+    )
+    active_only: bool = Field(
+        default=False, strict=True, description="Exclude completed, cancelled and refunded."
+    )
+    search: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="Literal, case-insensitive substring of customer_id, billing names, email, "
+        "phone; a number also matches order_id or id exactly.",
+    )
+    date_from: Day | None = None
+    date_to: Day | None = None
+
+    @model_validator(mode="after")
+    def _ordered_dates(self) -> OrderFilters:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("date_from must not be after date_to")
+        return self
+
+
+class ListOrders(OrderFilters):
+    """A page of orders (routing key `orders.list`)."""
+
+    order_by: OrderBy = "created_at"
+    order_direction: Literal["asc", "desc"] = "desc"
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    per_page: int = Field(default=15, ge=1, le=100)
+
+
+class OrderStatsQuery(OrderFilters):
+    """Counts and revenue over the filtered orders (routing key `orders.stats`)."""

@@ -1,0 +1,1 @@
+"""The orders worker: commands, queries and events over RabbitMQ, orders in MongoDB."""

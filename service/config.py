@@ -1,0 +1,61 @@
+"""The one settings class. Built once in the app factory and passed down."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.domain.money import CURRENCY_SYMBOLS
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker, read from `ORDERS_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore")
+
+    amqp_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="RabbitMQ URL, credentials included; never logged.",
+    )
+    mongo_url: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27018/?replicaSet=rs0"),
+        description="MongoDB URL (a replica set: transactions and change streams need one).",
+    )
+    mongo_database: str = Field(default="orders", min_length=1)
+    exchange: str = Field(default="orders", description="Commands and queries exchange (topic).")
+    events_exchange: str = Field(default="orders.events", description="Events exchange (topic).")
+    dead_letter_exchange: str = Field(default="orders.dlx")
+    dead_letter_queue: str = Field(default="orders.dead")
+    prefetch: Annotated[int, Field(ge=1, le=10_000)] = 32
+    default_currency: str = Field(default="EUR", description="ISO 4217 code of new orders.")
+    log_level: str = Field(default="INFO")
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    transient_retry_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="How long a message waits out MongoDB or broker outages before dead-lettering.",
+    )
+    outbox_sweep_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=2.0, description="How often the relay looks for events left behind."
+    )
+    outbox_grace_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=5.0, description="Age of an outbox entry before the sweep publishes it."
+    )
+
+    @field_validator("default_currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.upper()
+        if code not in CURRENCY_SYMBOLS:
+            raise ValueError(f"unknown currency {value!r}")
+        return code
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}")
+        return level

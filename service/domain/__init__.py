@@ -1,0 +1,1 @@
+"""The pure domain: statuses and transitions, money, the order and its changes. No I/O."""

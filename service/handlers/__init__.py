@@ -1,0 +1,1 @@
+"""FastStream subscribers: message in -> use case -> reply out. Thin."""

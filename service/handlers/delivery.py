@@ -1,0 +1,156 @@
+"""One wrapper around every handler: decode, run, reply or dead-letter, then ack.
+
+This is the one place where errors become the contract's replies. Transient failures
+(MongoDB unreachable) are retried with backoff, never turned into a rejection, until
+`transient_retry_seconds` have passed; then the message is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.message import RabbitMessage
+from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
+
+from service.config import Settings
+from service.domain import events
+from service.domain.errors import BadRequest, OrderError
+from service.store.outbox import PendingEvent
+from service.topology import COMMANDS, Topology
+from service.usecases import Delivery, utc_now
+from service.wire import decode_object, encode, payload_for_rejection
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[dict[str, Any], Delivery], Awaitable[dict[str, Any]]]
+"""A use case bound to its parsing: body and delivery in, the reply's envelope out."""
+
+INTERNAL = "Internal error; the message was kept for inspection"
+
+
+class TransientExhausted(Exception):
+    """MongoDB stayed unreachable for longer than the retry budget."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, AutoReconnect | ConnectionFailure):
+        return True
+    return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")
+
+
+def error_reply(error: OrderError) -> dict[str, Any]:
+    return {
+        "success": False,
+        "message": error.message,
+        "error": {"code": error.code, "details": error.details},
+    }
+
+
+class Courier:
+    """Carries each message through its use case and delivers the outcome."""
+
+    def __init__(self, broker: RabbitBroker, settings: Settings, topology: Topology) -> None:
+        self._broker = broker
+        self._settings = settings
+        self._topology = topology
+
+    async def serve(self, message: RabbitMessage, work: Work, *, allow_empty: bool = False) -> None:
+        routing_key = message.raw_message.routing_key or ""
+        delivery = Delivery(message.message_id or None, message.correlation_id or None)
+        refusal: OrderError | None = None
+        try:
+            body = decode_object(message.body, limit=self._settings.max_message_bytes,
+                                 allow_empty=allow_empty)
+            reply = await self._with_retries(work, body, delivery)
+        except OrderError as exc:
+            refusal, reply = exc, error_reply(exc)
+            log.info("refused %s: %s %s", routing_key, exc.code, exc.message)
+        except TransientExhausted:
+            refusal = OrderError("Storage unavailable; the message was kept for a retry")
+            reply = error_reply(refusal)
+        except Exception:
+            log.exception("handler failed on %s (correlation_id=%s)", routing_key,
+                          delivery.correlation_id)
+            refusal = OrderError(INTERNAL)
+            reply = error_reply(refusal)
+        if message.reply_to:
+            await self._reply(message, reply)
+        if refusal is not None and (not message.reply_to or refusal.code == "internal_error"):
+            await self._dead_letter(message, routing_key, refusal)
+        await message.ack()
+
+    async def _with_retries(
+        self, work: Work, body: dict[str, Any], delivery: Delivery
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + self._settings.transient_retry_seconds
+        pause = 0.1
+        while True:
+            try:
+                return await work(body, delivery)
+            except PyMongoError as exc:
+                if not is_transient(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise TransientExhausted from exc
+                log.warning("storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _reply(self, message: RabbitMessage, reply: dict[str, Any]) -> None:
+        await self._broker.publish(
+            encode(reply),
+            routing_key=message.reply_to,
+            correlation_id=message.correlation_id,
+            content_type="application/json",
+            mandatory=False,
+        )
+
+    async def _dead_letter(self, message: RabbitMessage, routing_key: str, error: OrderError) -> None:
+        """Keep the refused message on the dead-letter exchange; announce refused commands."""
+        if routing_key in COMMANDS:
+            event = events.command_rejected(
+                routing_key,
+                error.code,
+                error.message,
+                error.details,
+                payload_for_rejection(message.body),
+                utc_now(),
+            )
+            await self.publish_event(
+                PendingEvent(event.event_id, event.routing_key, encode(event.body),
+                             message.correlation_id or None)
+            )
+        raw = message.raw_message
+        await self._broker.publish(
+            message.body,
+            exchange=self._topology.dead_letters,
+            routing_key=routing_key,
+            headers={
+                **(raw.headers or {}),
+                "x-error-code": error.code,
+                "x-error-message": error.message[:1000],
+            },
+            content_type=raw.content_type,
+            correlation_id=raw.correlation_id,
+            message_id=raw.message_id,
+            persist=True,
+            mandatory=False,
+        )
+
+    async def publish_event(self, event: PendingEvent) -> None:
+        """Publish persistently with a publisher confirm; `message_id` is the event id."""
+        await self._broker.publish(
+            event.payload,
+            exchange=self._topology.events,
+            routing_key=event.routing_key,
+            message_id=event.event_id,
+            correlation_id=event.correlation_id,
+            content_type="application/json",
+            persist=True,
+            mandatory=False,
+        )

@@ -1,0 +1,111 @@
+"""The subscribers: one per routing key, each a parse -> use case -> envelope step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+
+from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
+from schemas.commands import PlaceOrder
+from service.domain.statuses import OrderStatus
+from service.domain.views import order_view
+from service.handlers.delivery import Courier
+from service.handlers.parsing import parse, parse_action
+from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
+from service.usecases import Delivery, OrderService
+
+
+async def keep_bytes(message: RabbitMessage) -> bytes:
+    """Decoder: the body stays raw bytes; `Courier` parses it and owns every error."""
+    return message.body
+
+
+class OrderHandlers:
+    """The use cases behind each routing key. `service` is set when the app has started."""
+
+    def __init__(self) -> None:
+        self.service: OrderService | None = None
+
+    @property
+    def _orders(self) -> OrderService:
+        if self.service is None:  # pragma: no cover - the lifespan sets it before consuming
+            raise RuntimeError("the order service is not started")
+        return self.service
+
+    async def place(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
+        placed = await self._orders.place(parse(PlaceOrder, body), delivery)
+        message = "Order already placed" if placed.replayed else "Order placed successfully"
+        return {"success": True, "message": message, "data": order_view(placed.order)}
+
+    async def act(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
+        action = parse_action(body)
+        order = await self._orders.act(action, delivery)
+        return {"success": True, "message": f"Action {action.action} applied", "data": order_view(order)}
+
+    async def get(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
+        order = await self._orders.get(parse(GetOrder, body))
+        return {"success": True, "data": order_view(order)}
+
+    async def list(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
+        query = parse(ListOrders, body)
+        page = await self._orders.list(query)
+        return {
+            "success": True,
+            "data": [order_view(order) for order in page.orders],
+            "pagination": {
+                "current_page": query.page,
+                "per_page": query.per_page,
+                "total": page.total,
+                "last_page": page.last_page,
+            },
+        }
+
+    async def stats(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
+        return {"success": True, "data": await self._orders.stats(parse(OrderStatsQuery, body))}
+
+    async def statuses(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
+        return {"success": True, "data": [str(status) for status in OrderStatus]}
+
+
+def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) -> RabbitRouter:
+    router = RabbitRouter()
+
+    def subscribe(routing_key: str, description: str) -> Any:
+        return router.subscriber(
+            topology.queue(routing_key),
+            topology.commands,
+            decoder=keep_bytes,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            no_reply=True,
+            title=routing_key,
+            description=description,
+        )
+
+    @subscribe(PLACE, "Place an order (PlaceOrder).")
+    async def place_order(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.place)
+
+    @subscribe(ACTION, "Act on an order: update_status, cancel, complete, update_metadata.")
+    async def act_on_order(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.act)
+
+    @subscribe(GET, "One order by id or order_id.")
+    async def get_order(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.get)
+
+    @subscribe(LIST, "A page of orders (ListOrders).")
+    async def list_orders(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.list)
+
+    @subscribe(STATS, "Counts and revenue (OrderStats filter).")
+    async def order_stats(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.stats)
+
+    @subscribe(STATUSES, "The eight statuses, in order.")
+    async def order_statuses(body: bytes, message: RabbitMessage) -> None:
+        await courier.serve(message, handlers.statuses, allow_empty=True)
+
+    return router

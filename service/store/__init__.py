@@ -1,0 +1,1 @@
+"""MongoDB: documents <-> domain, queries, aggregations, indexes and the outbox."""

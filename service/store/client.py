@@ -1,0 +1,85 @@
+"""The Mongo client (exact decimals, UTC datetimes) and the indexes the queries rely on."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
+from bson.decimal128 import Decimal128
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+
+
+class DecimalCodec(TypeCodec):
+    """`Decimal` <-> `Decimal128`, so money never meets a float."""
+
+    python_type = Decimal
+    bson_type = Decimal128
+
+    def transform_python(self, value: Decimal) -> Decimal128:
+        return Decimal128(value)
+
+    def transform_bson(self, value: Decimal128) -> Decimal:
+        return value.to_decimal()
+
+
+CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
+    document_class=dict,
+    tz_aware=True,
+    tzinfo=UTC,
+    type_registry=TypeRegistry([DecimalCodec()]),
+)
+
+ORDERS = "orders"
+COUNTERS = "counters"
+
+ORDER_INDEXES = [
+    IndexModel([("order_id", ASCENDING)], name="order_id_unique", unique=True),
+    IndexModel(
+        [("idempotency_key", ASCENDING)],
+        name="idempotency_key_unique",
+        unique=True,
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel([("customer_id", ASCENDING), ("created_at", DESCENDING)], name="customer_created"),
+    IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
+    IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="user_created"),
+    IndexModel([("created_at", DESCENDING)], name="created"),
+    IndexModel([("billing.email", ASCENDING)], name="billing_email"),
+    IndexModel([("billing.last_name", ASCENDING)], name="billing_last_name"),
+    IndexModel(
+        [("outbox.at", ASCENDING)],
+        name="outbox_pending",
+        partialFilterExpression={"outbox.0": {"$exists": True}},
+    ),
+]
+"""Each index and the query it serves: order_id lookups; idempotent placing; list and stats
+by customer, by status, by user and by date; search by email and last name (index scans);
+the outbox sweep."""
+
+
+def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
+    """A client with majority writes; nothing is sent until the first operation."""
+    return AsyncMongoClient(
+        url,
+        document_class=dict,
+        tz_aware=True,
+        tzinfo=UTC,
+        type_registry=TypeRegistry([DecimalCodec()]),
+        w="majority",
+        retryWrites=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        appname="orders-service",
+    )
+
+
+def database(client: AsyncMongoClient[Document], name: str) -> AsyncDatabase[Document]:
+    return client.get_database(name, codec_options=CODEC_OPTIONS)
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    await db[ORDERS].create_indexes(ORDER_INDEXES)

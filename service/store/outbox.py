@@ -1,0 +1,112 @@
+"""The outbox relay: publishes the events waiting in order documents, then removes them.
+
+Every change writes its event into the order's `outbox` array in the same atomic update, so
+no change is committed without its event. After a command commits, its handler calls
+`flush(order id)`; a periodic sweep publishes whatever a crash or an outage left behind.
+Events of one order are published in version order, under a per-order lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.store.client import ORDERS, Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    event_id: str
+    routing_key: str
+    payload: bytes
+    correlation_id: str | None
+
+
+class EventPublisher(Protocol):
+    async def publish_event(self, event: PendingEvent) -> None:
+        """Publish persistently and return once the broker confirmed it."""
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        publisher: EventPublisher,
+        *,
+        sweep_seconds: float,
+        grace_seconds: float,
+    ) -> None:
+        self._orders = db[ORDERS]
+        self._publisher = publisher
+        self._sweep_seconds = sweep_seconds
+        self._grace = timedelta(seconds=grace_seconds)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiters: dict[int, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def _order_lock(self, id: int) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(id, asyncio.Lock())
+        self._waiters[id] = self._waiters.get(id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiters[id] -= 1
+            if not self._waiters[id]:
+                del self._waiters[id], self._locks[id]
+
+    async def flush(self, id: int) -> int:
+        """Publish the pending events of order `id` in order; return how many went out."""
+        async with self._order_lock(id):
+            doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
+            pending = [] if doc is None else doc.get("outbox", [])
+            for entry in pending:
+                await self._publisher.publish_event(
+                    PendingEvent(
+                        entry["event_id"],
+                        entry["routing_key"],
+                        entry["payload"].encode(),
+                        entry.get("correlation_id"),
+                    )
+                )
+            if pending:
+                published = [entry["event_id"] for entry in pending]
+                await self._orders.update_one(
+                    {"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": published}}}}
+                )
+            return len(pending)
+
+    async def sweep(self, *, older_than: timedelta | None = None, limit: int = 500) -> int:
+        """Flush every order whose oldest pending event is older than the grace period."""
+        cutoff = datetime.now(UTC) - (self._grace if older_than is None else older_than)
+        cursor = self._orders.find(
+            {"outbox.0": {"$exists": True}, "outbox.at": {"$lte": cutoff}}, {"_id": 1}
+        ).limit(limit)
+        published = 0
+        async for doc in cursor:
+            published += await self.flush(doc["_id"])
+        return published
+
+    async def run(self) -> None:
+        """Sweep at start-up and then periodically until cancelled; outages are waited out."""
+        older_than = timedelta(0)  # at start-up, everything a previous run left behind
+        while True:
+            try:
+                published = await self.sweep(older_than=older_than)
+                older_than = self._grace
+                if published:
+                    log.info("outbox sweep published %d events", published)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox sweep failed; retrying", exc_info=True)
+            await asyncio.sleep(self._sweep_seconds)

@@ -1,0 +1,89 @@
+"""Bytes on the wire: strict JSON in (exact decimals), compact JSON out (Decimal as a number)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from service.domain.errors import BadRequest
+
+MAX_DEPTH = 64
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_object(raw: bytes, *, limit: int, allow_empty: bool = False) -> dict[str, Any]:
+    """Parse a command or query body: a UTF-8 JSON object of at most `limit` bytes.
+
+    Numbers with a fraction become `Decimal`, so no amount ever passes through a float.
+    """
+    if len(raw) > limit:
+        raise BadRequest(f"Message body is {len(raw)} bytes; the limit is {limit}")
+    if allow_empty and not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("Message body is not UTF-8") from exc
+    try:
+        body = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("Message body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(f"Message body must be a JSON object, not {type(body).__name__}")
+    _check_tree(body)
+    return body
+
+
+def _check_tree(body: dict[str, Any]) -> None:
+    """Refuse bodies nested deeper than MAX_DEPTH or carrying lone surrogates (not UTF-8)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"Message body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_text(value)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("Message body contains text that is not valid Unicode") from exc
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes; a `Decimal` is written as an exact JSON number."""
+    return orjson.dumps(value, default=_default)
+
+
+REJECTED_PAYLOAD_LIMIT = 16 * 1024
+
+
+def payload_for_rejection(raw: bytes) -> Any:
+    """The rejected body as JSON when it parses, else as text (cut at 16 KiB)."""
+    if len(raw) <= REJECTED_PAYLOAD_LIMIT:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    text = raw[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+    return text if len(raw) <= REJECTED_PAYLOAD_LIMIT else f"{text}... ({len(raw)} bytes)"
