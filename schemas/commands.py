@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from schemas.types import (
     Currency,
@@ -32,7 +39,9 @@ class OrderItem(Contract):
     product_id: Annotated[int, Field(strict=True)] | Reference = Field(
         description="Product reference: an integer or a string.", examples=[1]
     )
-    product_name: ShortText = Field(description="Name shown to people.", examples=["Window Cleaning"])
+    product_name: ShortText = Field(
+        description="Name shown to people.", examples=["Window Cleaning"]
+    )
     quantity: int = Field(strict=True, ge=1, le=10_000, description="Units.", examples=[2])
     price: Money = Field(description="Unit price.", examples=["75.00"])
     metadata: Metadata | None = Field(default=None, description="Item metadata.")
@@ -113,7 +122,8 @@ class UpdateMetadata(ActionTarget):
     action: Literal["update_metadata"]
     metadata: Metadata
     mode: Literal["merge", "replace"] = Field(
-        default="merge", description="merge: a key set to null is removed; replace: the whole object."
+        default="merge",
+        description="merge: a key set to null is removed; replace: the whole object.",
     )
 
 

@@ -60,20 +60,24 @@ def _check_value(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_value(item, f"{path}[{index}]", depth + 1)
-    elif isinstance(value, bool) or value is None or isinstance(value, str):
+    else:
+        _check_scalar(value, path)
+
+
+def _check_scalar(value: Any, path: str) -> None:
+    """A JSON scalar that BSON stores exactly: int64, Decimal128, text, bool or null."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
         return
-    elif isinstance(value, int):
+    if isinstance(value, int):
         if not -_INT64 <= value < _INT64:
             raise ValueError(f"metadata integer at {path} is out of the 64-bit range")
-    elif isinstance(value, Decimal | float):
-        number = Decimal(repr(value)) if isinstance(value, float) else value
-        if not number.is_finite() or len(number.as_tuple().digits) > 34:
-            raise ValueError(f"metadata number at {path} is not representable exactly")
-        exponent = number.as_tuple().exponent
-        if not isinstance(exponent, int) or not -6143 <= exponent <= 6111:
-            raise ValueError(f"metadata number at {path} is out of range")
-    else:
-        raise ValueError(f"metadata value at {path} is not JSON")
+        return
+    if not isinstance(value, Decimal | float):
+        raise ValueError(f"metadata value at {path} is not JSON")  # noqa: TRY004
+    number = Decimal(repr(value)) if isinstance(value, float) else value
+    digits, exponent = number.as_tuple().digits, number.as_tuple().exponent
+    if not isinstance(exponent, int) or len(digits) > 34 or not -6143 <= exponent <= 6111:
+        raise ValueError(f"metadata number at {path} is not representable exactly")
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker
+from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from service.config import Settings
@@ -86,19 +87,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
 async def _wait_for_mongo(client: object) -> None:
     """Wait (bounded) for MongoDB at start-up instead of failing on a slow replica set."""
-    from pymongo import AsyncMongoClient  # noqa: PLC0415
 
-    assert isinstance(client, AsyncMongoClient)  # noqa: S101
+    assert isinstance(client, AsyncMongoClient)
     deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
     while True:
         try:
             await client.admin.command("ping")
-            return
         except PyMongoError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             log.warning("waiting for MongoDB")
             await asyncio.sleep(1.0)
+        else:
+            return
 
 
 async def _declare(broker: RabbitBroker, names: Topology) -> None:

@@ -99,7 +99,7 @@ class OrderService:
             except DuplicateOrderNumber:
                 continue
             except DuplicatePlacement:
-                assert key is not None  # noqa: S101 - only a keyed insert can collide
+                assert key is not None
                 first = await self._store.by_idempotency_key(key)
                 if first is None:  # pragma: no cover - unique index guarantees it
                     raise
@@ -136,7 +136,7 @@ class OrderService:
         if id is not None:
             found, key, value = await self._store.by_id(id), "id", id
         else:
-            assert order_id is not None  # noqa: S101 - the schema requires one of them
+            assert order_id is not None
             found, key, value = await self._store.by_order_id(order_id), "order_id", order_id
         if found is None:
             raise OrderNotFound(key, value)

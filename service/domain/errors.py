@@ -30,7 +30,9 @@ class ValidationFailed(OrderError):
 
     code = "validation_error"
 
-    def __init__(self, errors: Sequence[dict[str, Any]], message: str = "Validation failed") -> None:
+    def __init__(
+        self, errors: Sequence[dict[str, Any]], message: str = "Validation failed"
+    ) -> None:
         super().__init__(message, list(errors))
 
 

@@ -26,10 +26,10 @@ class Event:
     body: dict[str, Any]
 
 
-def _event(routing_key: str, now: datetime, **fields: Any) -> Event:
+def _event(event_type: str, now: datetime, **fields: Any) -> Event:
     event_id = str(uuid.uuid4())
-    body = {"event_id": event_id, "event_type": routing_key, "occurred_at": timestamp(now)}
-    return Event(event_id, routing_key, now, body | fields)
+    body = {"event_id": event_id, "event_type": event_type, "occurred_at": timestamp(now)}
+    return Event(event_id, event_type, now, body | fields)
 
 
 def order_placed(order: Order, now: datetime) -> Event:
@@ -65,7 +65,7 @@ def metadata_updated(order: Order, now: datetime) -> Event:
 
 
 def command_rejected(
-    routing_key: str, code: str, message: str, details: Any, payload: Any, now: datetime
+    routing_key: str, *, code: str, message: str, details: Any, payload: Any, now: datetime
 ) -> Event:
     return _event(
         COMMAND_REJECTED,

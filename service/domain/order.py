@@ -116,7 +116,9 @@ def place(
     return order, events.order_placed(order, now)
 
 
-def decide(order: Order, action: OrderAction, request_key: str | None, now: datetime) -> Change | None:
+def decide(
+    order: Order, action: OrderAction, request_key: str | None, now: datetime
+) -> Change | None:
     """Apply `action` to `order`; None when it changes nothing (a repeat or a no-op).
 
     Checked in the contract's order: an already applied request, then `expected_version`,
@@ -152,7 +154,9 @@ def _move(
         raise InvalidTransition(order.status, target, TRANSITIONS[order.status])
     reason = action.reason if isinstance(action, CancelOrder) else None
     entry = HistoryEntry(order.status, target, now, action.action, action.notes, reason)
-    after = _bump(order, request_key, now, status=target, status_history=(*order.status_history, entry))
+    after = _bump(
+        order, request_key, now, status=target, status_history=(*order.status_history, entry)
+    )
     return Change(order, after, events.status_changed(after, entry), entry, request_key)
 
 

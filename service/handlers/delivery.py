@@ -19,7 +19,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
 from service.config import Settings
 from service.domain import events
-from service.domain.errors import BadRequest, OrderError
+from service.domain.errors import OrderError
 from service.store.outbox import PendingEvent
 from service.topology import COMMANDS, Topology
 from service.usecases import Delivery, utc_now
@@ -64,8 +64,9 @@ class Courier:
         delivery = Delivery(message.message_id or None, message.correlation_id or None)
         refusal: OrderError | None = None
         try:
-            body = decode_object(message.body, limit=self._settings.max_message_bytes,
-                                 allow_empty=allow_empty)
+            body = decode_object(
+                message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
+            )
             reply = await self._with_retries(work, body, delivery)
         except OrderError as exc:
             refusal, reply = exc, error_reply(exc)
@@ -74,8 +75,9 @@ class Courier:
             refusal = OrderError("Storage unavailable; the message was kept for a retry")
             reply = error_reply(refusal)
         except Exception:
-            log.exception("handler failed on %s (correlation_id=%s)", routing_key,
-                          delivery.correlation_id)
+            log.exception(
+                "handler failed on %s (correlation_id=%s)", routing_key, delivery.correlation_id
+            )
             refusal = OrderError(INTERNAL)
             reply = error_reply(refusal)
         if message.reply_to:
@@ -97,7 +99,9 @@ class Courier:
                     raise
                 if time.monotonic() + pause > deadline:
                     raise TransientExhausted from exc
-                log.warning("storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
+                log.warning(
+                    "storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -110,20 +114,26 @@ class Courier:
             mandatory=False,
         )
 
-    async def _dead_letter(self, message: RabbitMessage, routing_key: str, error: OrderError) -> None:
+    async def _dead_letter(
+        self, message: RabbitMessage, routing_key: str, error: OrderError
+    ) -> None:
         """Keep the refused message on the dead-letter exchange; announce refused commands."""
         if routing_key in COMMANDS:
             event = events.command_rejected(
                 routing_key,
-                error.code,
-                error.message,
-                error.details,
-                payload_for_rejection(message.body),
-                utc_now(),
+                code=error.code,
+                message=error.message,
+                details=error.details,
+                payload=payload_for_rejection(message.body),
+                now=utc_now(),
             )
             await self.publish_event(
-                PendingEvent(event.event_id, event.routing_key, encode(event.body),
-                             message.correlation_id or None)
+                PendingEvent(
+                    event.event_id,
+                    event.routing_key,
+                    encode(event.body),
+                    message.correlation_id or None,
+                )
             )
         raw = message.raw_message
         await self._broker.publish(

@@ -7,9 +7,10 @@ from typing import Any
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
-from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from schemas.commands import PlaceOrder
+from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from service.domain.statuses import OrderStatus
 from service.domain.views import order_view
 from service.handlers.delivery import Courier
@@ -43,7 +44,11 @@ class OrderHandlers:
     async def act(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         action = parse_action(body)
         order = await self._orders.act(action, delivery)
-        return {"success": True, "message": f"Action {action.action} applied", "data": order_view(order)}
+        return {
+            "success": True,
+            "message": f"Action {action.action} applied",
+            "data": order_view(order),
+        }
 
     async def get(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
         order = await self._orders.get(parse(GetOrder, body))
@@ -73,7 +78,7 @@ class OrderHandlers:
 def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) -> RabbitRouter:
     router = RabbitRouter()
 
-    def subscribe(routing_key: str, description: str) -> Any:
+    def subscribe(routing_key: str, description: str) -> RabbitSubscriber:
         return router.subscriber(
             topology.queue(routing_key),
             topology.commands,

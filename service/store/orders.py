@@ -19,6 +19,7 @@ from service.store.documents import (
     outbox_entry,
 )
 
+
 class DuplicateOrderNumber(Exception):
     """The random public order number is taken; draw another."""
 
@@ -40,7 +41,7 @@ class OrderStore:
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
-        assert counter is not None  # noqa: S101 - upsert always returns a document
+        assert counter is not None
         return int(counter["seq"])
 
     async def insert(

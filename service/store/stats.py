@@ -110,7 +110,9 @@ def _money(value: Any) -> Decimal:
 
 def stats_view(result: Document) -> dict[str, Any]:
     """The contract's `data` for `orders.stats` from the pipeline's one document."""
-    totals = (result["totals"] or [{"orders": 0, "revenue": ZERO, "revenue_orders": 0, "active": 0}])[0]
+    totals = (
+        result["totals"] or [{"orders": 0, "revenue": ZERO, "revenue_orders": 0, "active": 0}]
+    )[0]
     breakdown = {str(s): 0 for s in OrderStatus}
     for row in result["statuses"]:
         breakdown[row["_id"]] = row["orders"]
@@ -130,7 +132,11 @@ def stats_view(result: Document) -> dict[str, Any]:
             for row in result["days"]
         ],
         "top_customers": [
-            {"customer_id": c["customer_id"], "orders": c["orders"], "revenue": _money(c["revenue"])}
+            {
+                "customer_id": c["customer_id"],
+                "orders": c["orders"],
+                "revenue": _money(c["revenue"]),
+            }
             for c in customers["top"]
         ],
         "unique_customers": customers["unique"],

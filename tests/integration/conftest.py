@@ -1,0 +1,64 @@
+"""The store and the use cases against the session's real mongod; a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.store.client import Document, connect, database, ensure_indexes
+from service.store.orders import OrderStore
+from service.store.outbox import OutboxRelay, PendingEvent
+from service.store.queries import OrderQueries
+from service.store.stats import OrderStats
+from service.usecases import OrderService
+
+
+@dataclass
+class RecordingPublisher:
+    """A stand-in broker that keeps what it was asked to publish, and can be made to fail."""
+
+    published: list[PendingEvent] = field(default_factory=list)
+    failing: bool = False
+
+    async def publish_event(self, event: PendingEvent) -> None:
+        if self.failing:
+            raise ConnectionError("broker unavailable")
+        self.published.append(event)
+
+
+@pytest.fixture(scope="session")
+async def client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+    mongo = connect(mongo_url)
+    yield mongo
+    await mongo.close()
+
+
+@pytest.fixture
+async def db(client: AsyncMongoClient[Document]) -> AsyncIterator[AsyncDatabase[Document]]:
+    name = f"it_{uuid.uuid4().hex[:12]}"
+    db = database(client, name)
+    await ensure_indexes(db)
+    yield db
+    await client.drop_database(name)
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def relay(db: AsyncDatabase[Document], publisher: RecordingPublisher) -> OutboxRelay:
+    return OutboxRelay(db, publisher, sweep_seconds=0.05, grace_seconds=0)
+
+
+@pytest.fixture
+def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
+    return OrderService(
+        OrderStore(db), OrderQueries(db), OrderStats(db), relay, default_currency="EUR"
+    )

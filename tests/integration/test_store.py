@@ -1,0 +1,185 @@
+"""Placing, acting and idempotency against a real mongod: unique indexes, conditional writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from itertools import chain, repeat
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from schemas.commands import CancelOrder, CompleteOrder, OrderActionAdapter, UpdateStatus
+from schemas.queries import GetOrder
+from service.domain.errors import InvalidTransition, OrderNotFound, VersionConflict
+from service.domain.statuses import OrderStatus
+from service.store.client import Document
+from service.store.orders import OrderStore
+from service.store.outbox import OutboxRelay
+from service.store.queries import OrderQueries
+from service.store.stats import OrderStats
+from service.usecases import Delivery, OrderService
+from tests.integration.builders import place_order
+from tests.integration.conftest import RecordingPublisher
+
+NO_DELIVERY = Delivery()
+
+
+async def test_place_stores_the_order_with_sequential_ids_and_publishes_its_event(
+    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    first = (await orders.place(place_order(), Delivery(correlation_id="c-1"))).order
+    second = (await orders.place(place_order(), NO_DELIVERY)).order
+
+    assert (first.id, second.id) == (1, 2)
+    assert first.order_id >= 100_000
+    assert first.order_id != second.order_id
+    stored = await db["orders"].find_one({"_id": first.id})
+    assert stored is not None
+    assert stored["total"] == Decimal("300.00")
+    assert stored["status"] == "pending"
+    assert stored["outbox"] == []  # published, then removed
+    assert [e.routing_key for e in publisher.published] == ["order.placed", "order.placed"]
+    assert publisher.published[0].correlation_id == "c-1"
+
+
+async def test_same_idempotency_key_returns_the_first_order_and_creates_nothing(
+    orders: OrderService, db: AsyncDatabase[Document]
+) -> None:
+    command = place_order(idempotency_key="form-42")
+    results = await asyncio.gather(*(orders.place(command, NO_DELIVERY) for _ in range(10)))
+
+    assert {placed.order.id for placed in results} == {results[0].order.id}
+    assert sum(not placed.replayed for placed in results) == 1
+    assert await db["orders"].count_documents({}) == 1
+
+
+async def test_message_id_deduplicates_a_redelivered_place(
+    orders: OrderService, db: AsyncDatabase[Document]
+) -> None:
+    delivery = Delivery(message_id="m-1")
+    first = await orders.place(place_order(), delivery)
+    again = await orders.place(place_order(), delivery)
+
+    assert again.replayed
+    assert again.order.id == first.order.id
+    assert await db["orders"].count_documents({}) == 1
+
+
+async def test_a_taken_order_number_is_drawn_again(
+    db: AsyncDatabase[Document], relay: OutboxRelay
+) -> None:
+    numbers = chain([555_555_555, 555_555_555], repeat(777_777_777))
+    orders = OrderService(
+        OrderStore(db), OrderQueries(db), OrderStats(db), relay,
+        default_currency="EUR", order_numbers=lambda: next(numbers),
+    )  # fmt: skip
+    first = (await orders.place(place_order(), NO_DELIVERY)).order
+    second = (await orders.place(place_order(), NO_DELIVERY)).order
+
+    assert (first.order_id, second.order_id) == (555_555_555, 777_777_777)
+
+
+async def test_twenty_concurrent_actions_at_one_version_have_exactly_one_winner(
+    orders: OrderService, publisher: RecordingPublisher
+) -> None:
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    targets = [OrderStatus.PROCESSING, OrderStatus.CONFIRMED, OrderStatus.ON_HOLD] * 7
+    actions = [
+        UpdateStatus(action="update_status", id=order.id, status=target, expected_version=1)
+        for target in targets[:20]
+    ]
+    results = await asyncio.gather(
+        *(orders.act(action, NO_DELIVERY) for action in actions), return_exceptions=True
+    )
+
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    conflicts = [r for r in results if isinstance(r, VersionConflict)]
+    assert len(winners) == 1
+    assert len(conflicts) == 19
+    assert all(c.details["current_version"] == 2 for c in conflicts)
+    final = await orders.get(GetOrder(id=order.id))
+    assert final.version == 2
+    assert len(final.status_history) == 2
+    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 1
+
+
+async def test_concurrent_cancel_and_complete_never_both_succeed(orders: OrderService) -> None:
+    order = (await orders.place(place_order(status="in_progress"), NO_DELIVERY)).order
+    actions = [
+        CancelOrder(action="cancel", id=order.id) if i % 2 else
+        CompleteOrder(action="complete", id=order.id)
+        for i in range(20)
+    ]  # fmt: skip
+    results = await asyncio.gather(
+        *(orders.act(action, NO_DELIVERY) for action in actions), return_exceptions=True
+    )
+
+    final = await orders.get(GetOrder(id=order.id))
+    assert final.version == 2
+    assert final.status in {OrderStatus.CANCELLED, OrderStatus.COMPLETED}
+    refused = [r for r in results if isinstance(r, InvalidTransition)]
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(refused) == 10
+    assert len(accepted) == 10
+
+
+async def test_a_repeated_request_id_is_applied_once(
+    orders: OrderService, publisher: RecordingPublisher
+) -> None:
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    action = OrderActionAdapter.validate_python(
+        {"action": "update_status", "id": order.id, "status": "processing", "request_id": "r-1"}
+    )
+    await orders.act(action, NO_DELIVERY)
+    await orders.act(action, NO_DELIVERY)
+    back = OrderActionAdapter.validate_python(
+        {"action": "update_status", "id": order.id, "status": "on_hold", "request_id": "r-2"}
+    )
+    await orders.act(back, NO_DELIVERY)
+    again = await orders.act(action, NO_DELIVERY)  # r-1 again, after other changes
+
+    assert again.status == OrderStatus.ON_HOLD
+    assert again.version == 3
+    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 2
+
+
+async def test_unknown_orders_are_not_found(orders: OrderService) -> None:
+    with pytest.raises(OrderNotFound):
+        await orders.act(CompleteOrder(action="complete", order_id=123_456_789), NO_DELIVERY)
+
+
+async def test_events_wait_in_the_outbox_while_the_broker_is_down(
+    orders: OrderService,
+    db: AsyncDatabase[Document],
+    relay: OutboxRelay,
+    publisher: RecordingPublisher,
+) -> None:
+    publisher.failing = True
+    with pytest.raises(ConnectionError):
+        await orders.place(place_order(), NO_DELIVERY)
+    stored = await db["orders"].find_one({})
+    assert stored is not None
+    assert len(stored["outbox"]) == 1
+
+    publisher.failing = False
+    assert await relay.sweep() == 1
+    assert [e.event_id for e in publisher.published] == [stored["outbox"][0]["event_id"]]
+    assert await db["orders"].count_documents({"outbox.0": {"$exists": True}}) == 0
+
+
+async def test_events_of_one_order_are_published_in_version_order(
+    orders: OrderService, publisher: RecordingPublisher
+) -> None:
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    chain_ = ["processing", "confirmed", "in_progress", "on_hold", "cancelled"]
+    for status in chain_:
+        action = UpdateStatus(action="update_status", id=order.id, status=OrderStatus(status))
+        await orders.act(action, NO_DELIVERY)
+
+    changes = [
+        json.loads(e.payload) for e in publisher.published if e.routing_key != "order.placed"
+    ]
+    versions = [change["version"] for change in changes]
+    assert versions == [2, 3, 4, 5, 6]
