@@ -40,7 +40,7 @@ def to_money(value: Decimal | int | str) -> Decimal:
     cents = amount.quantize(CENT)
     if cents != amount:
         raise MoneyError("amount must have at most two decimals")
-    return cents
+    return cents.copy_abs() if cents.is_zero() else cents  # -0.00 reads as 0.00
 
 
 def round_money(value: Decimal) -> Decimal:

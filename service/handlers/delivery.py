@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,7 +62,9 @@ class Courier:
 
     async def serve(self, message: RabbitMessage, work: Work, *, allow_empty: bool = False) -> None:
         routing_key = message.raw_message.routing_key or ""
-        delivery = Delivery(message.message_id or None, message.correlation_id or None)
+        # Without a message id, a per-delivery one still makes retries inside this worker safe.
+        message_id = message.raw_message.message_id or f"delivery:{uuid.uuid4()}"
+        delivery = Delivery(message_id, message.correlation_id or None)
         refusal: OrderError | None = None
         try:
             body = decode_object(

@@ -69,21 +69,25 @@ class OutboxRelay:
         async with self._order_lock(id):
             doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
             pending = [] if doc is None else doc.get("outbox", [])
+            published: list[str] = []
             for entry in pending:
-                await self._publisher.publish_event(
-                    PendingEvent(
-                        entry["event_id"],
-                        entry["routing_key"],
-                        entry["payload"].encode(),
-                        entry.get("correlation_id"),
-                    )
+                event = PendingEvent(
+                    entry["event_id"],
+                    entry["routing_key"],
+                    entry["payload"].encode(),
+                    entry.get("correlation_id"),
                 )
-            if pending:
-                published = [entry["event_id"] for entry in pending]
+                try:
+                    await self._publisher.publish_event(event)
+                except Exception:
+                    log.warning("publishing %s failed; it stays in the outbox", event.event_id)
+                    break
+                published.append(event.event_id)
+            if published:
                 await self._orders.update_one(
                     {"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": published}}}}
                 )
-            return len(pending)
+            return len(published)
 
     async def sweep(self, *, older_than: timedelta | None = None, limit: int = 500) -> int:
         """Flush every order whose oldest pending event is older than the grace period."""

@@ -1,0 +1,64 @@
+"""Small builders for the unit tests: a PlaceOrder body as the wire delivers it, an order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas.commands import OrderAction, OrderActionAdapter, PlaceOrder
+from service.domain.order import Order, place
+
+NOW = datetime(2025, 11, 6, 15, 0, tzinfo=UTC)
+LATER = NOW + timedelta(hours=1)
+ORDER_DB_ID = 3
+PUBLIC_ORDER_ID = 421409
+
+
+def item_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "product_id": 2,
+        "product_name": "Window Cleaning",
+        "quantity": 2,
+        "price": Decimal("75.00"),
+    }
+    return body | overrides
+
+
+def place_body(**overrides: Any) -> dict[str, Any]:
+    """The ORIGINAL_API example, with numbers as `service.wire.decode_object` reads them."""
+    body: dict[str, Any] = {
+        "customer_id": "CUST-12345",
+        "items": [
+            item_body(product_id=1, product_name="Premium Cleaning Service", quantity=1,
+                      price=Decimal("150.00"), metadata={"filter_options": [1, 2, 3]}),
+            item_body(),
+        ],
+        "billing": {"first_name": "John", "last_name": "Doe", "email": "john.doe@example.com",
+                    "phone": "+31612345678", "address": "123 Main Street", "city": "Amsterdam",
+                    "postal_code": "1012AB", "country": "NL"},
+        "notes": "Please call before arrival",
+        "metadata": {"source": "webform", "campaign_id": "SUMMER2025"},
+    }  # fmt: skip
+    return body | overrides
+
+
+def place_command(**overrides: Any) -> PlaceOrder:
+    return PlaceOrder.model_validate(place_body(**overrides))
+
+
+def placed_order(**overrides: Any) -> Order:
+    """A freshly placed order (version 1) at NOW; overrides go into the PlaceOrder body."""
+    order, _ = place(
+        place_command(**overrides),
+        id=ORDER_DB_ID,
+        order_id=PUBLIC_ORDER_ID,
+        now=NOW,
+        default_currency="EUR",
+    )
+    return order
+
+
+def action(name: str, **fields: Any) -> OrderAction:
+    """An OrderAction for the order built by `placed_order`."""
+    return OrderActionAdapter.validate_python({"id": ORDER_DB_ID, "action": name, **fields})
