@@ -9,21 +9,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
+import aio_pika
+from aio_pika.abc import AbstractQueue
 from faststream import FastStream
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from service.config import Settings
+from service.failpoints import Failpoints
 from service.handlers.delivery import Courier
 from service.handlers.orders import OrderHandlers, order_router
-from service.store.client import connect, database, ensure_indexes
+from service.logs import configure_logging
+from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
-from service.topology import Topology, topology
+from service.topology import ROUTING_KEYS, Topology, topology
 from service.usecases import OrderService
 
 log = logging.getLogger("service")
@@ -33,36 +38,35 @@ STARTUP_WAIT_SECONDS = 60.0
 
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_json)
     names = topology(settings)
     broker = RabbitBroker(
         settings.amqp_url.get_secret_value(),
         default_channel=Channel(prefetch_count=settings.prefetch),
-        graceful_timeout=30.0,
+        graceful_timeout=settings.shutdown_seconds,
         log_level=logging.DEBUG,
     )
     courier = Courier(broker, settings, names)
     handlers = OrderHandlers()
-    broker.include_router(order_router(handlers, courier, names))
+    broker.include_router(order_router(handlers, courier, names, prefetch=settings.prefetch))
     relay_task: asyncio.Task[None] | None = None
+    relay: OutboxRelay | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        nonlocal relay_task
+        nonlocal relay_task, relay
         client = connect(settings.mongo_url.get_secret_value())
         try:
             db = database(client, settings.mongo_database)
             await _wait_for_mongo(client)
             await ensure_indexes(db)
-            await broker.connect()
-            await _declare(broker, names)
+            await _declare(settings.amqp_url.get_secret_value(), names)
             relay = OutboxRelay(
                 db,
                 courier,
                 sweep_seconds=settings.outbox_sweep_seconds,
                 grace_seconds=settings.outbox_grace_seconds,
+                failpoints=Failpoints(settings.failpoints),
             )
             handlers.service = OrderService(
                 OrderStore(db),
@@ -76,19 +80,25 @@ def create_app(settings: Settings | None = None) -> FastStream:
         finally:
             await client.close()
 
+    async def drain_outbox() -> None:
+        """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
+        if relay is not None:
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(relay.sweep(older_than=timedelta(0)), timeout=5.0)
+
     async def stop_relay() -> None:
         if relay_task is not None:
             relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay_task
 
-    return FastStream(broker, lifespan=lifespan, after_shutdown=[stop_relay])
+    return FastStream(
+        broker, lifespan=lifespan, on_shutdown=[drain_outbox], after_shutdown=[stop_relay]
+    )
 
 
-async def _wait_for_mongo(client: object) -> None:
+async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
     """Wait (bounded) for MongoDB at start-up instead of failing on a slow replica set."""
-
-    assert isinstance(client, AsyncMongoClient)
     deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
     while True:
         try:
@@ -102,10 +112,32 @@ async def _wait_for_mongo(client: object) -> None:
             return
 
 
-async def _declare(broker: RabbitBroker, names: Topology) -> None:
-    """Exchanges the handlers publish to, and the dead-letter queue, before consuming starts."""
-    await broker.declare_exchange(names.commands)
-    await broker.declare_exchange(names.events)
-    await broker.declare_exchange(names.dead_letters)
-    dead = await broker.declare_queue(names.dead_letter_queue)
-    await dead.bind(names.dead_letters.name, routing_key="#")
+async def _declare(url: str, names: Topology) -> None:
+    """Exchanges the handlers publish to, the retry round and the dead letters, declared
+    before consuming starts, on a connection of its own (FastStream caches the queues it
+    declares with the channel it used, and the action queue needs its own channel)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for exchange in (
+            names.commands,
+            names.events,
+            names.dead_letters,
+            names.retry,
+            names.requeue,
+        ):
+            await channel.declare_exchange(exchange.name, exchange.type.value, durable=True)
+        dead = await _queue(channel, names.dead_letter_queue)
+        await dead.bind(names.dead_letters.name, routing_key="#")
+        for delay in names.delay_queues():
+            queue = await _queue(channel, delay)
+            await queue.bind(names.retry.name, routing_key=delay.routing())
+        for routing_key in ROUTING_KEYS:
+            queue = await _queue(channel, names.queue(routing_key))
+            await queue.bind(names.requeue.name, routing_key=f"*.{routing_key}")
+
+
+async def _queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue) -> AbstractQueue:
+    return await channel.declare_queue(
+        queue.name, durable=queue.durable, arguments=dict(queue.arguments or {})
+    )

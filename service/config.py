@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     prefetch: Annotated[int, Field(ge=1, le=10_000)] = 32
     default_currency: str = Field(default="EUR", description="ISO 4217 code of new orders.")
     log_level: str = Field(default="INFO")
+    log_json: bool = Field(
+        default=False,
+        description="Write logs as one JSON object per line instead of plain text.",
+    )
     max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     transient_retry_seconds: Annotated[float, Field(gt=0)] = Field(
         default=120.0,
@@ -42,6 +46,20 @@ class Settings(BaseSettings):
     )
     outbox_grace_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="Age of an outbox entry before the sweep publishes it."
+    )
+    retry_delays_ms: tuple[Annotated[int, Field(ge=1, le=86_400_000)], ...] = Field(
+        default=(1000, 5000, 15000),
+        max_length=10,
+        description="Delays before the 2nd, 3rd, ... attempt at a message whose handler failed "
+        "unexpectedly; after the last one it is dead-lettered. JSON list, e.g. [1000,5000].",
+    )
+    shutdown_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=20.0, description="How long SIGTERM waits for in-flight messages and the outbox."
+    )
+    failpoints: frozenset[str] = Field(
+        default=frozenset(),
+        description="Fault injection for the reliability tests only, e.g. "
+        '["crash-before-publish"]: the worker kills itself with SIGKILL at that point.',
     )
 
     @field_validator("default_currency")

@@ -1,12 +1,24 @@
-"""Exchanges, queues and routing keys, named by the settings."""
+"""Exchanges, queues and routing keys, named by the settings.
+
+orders (topic) --orders.place--> queue orders.place --> worker
+                                  ^  x-dead-letter-exchange: orders.dlx
+a handler fault: worker --r1.orders.place--> orders.retry (topic)
+    --> queue orders.retry.1.<ms>ms (TTL) --expired--> orders.requeue (topic)
+    --*.orders.place--> queue orders.place again, up to len(retry_delays) times
+then: worker --orders.place--> orders.dlx --#--> orders.dead
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from faststream.rabbit import ExchangeType, RabbitExchange, RabbitQueue
 
 from service.config import Settings
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import ClassicQueueArgs
 
 PLACE = "orders.place"
 ACTION = "orders.action"
@@ -17,6 +29,16 @@ STATUSES = "orders.statuses"
 
 COMMANDS = (PLACE, ACTION)
 QUERIES = (GET, LIST, STATS, STATUSES)
+ROUTING_KEYS = COMMANDS + QUERIES
+
+
+def retry_routing_key(attempt: int, routing_key: str) -> str:
+    """`r2.orders.place`: which delay queue, and which work queue it returns to."""
+    return f"r{attempt}.{routing_key}"
+
+
+def _topic(name: str) -> RabbitExchange:
+    return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
 
 
 @dataclass(frozen=True)
@@ -25,23 +47,49 @@ class Topology:
     events: RabbitExchange
     dead_letters: RabbitExchange
     dead_letter_queue: RabbitQueue
+    retry: RabbitExchange
+    requeue: RabbitExchange
+    retry_delays: tuple[int, ...]
+    """Milliseconds a failed message waits before attempt 2, 3, ..."""
 
     def queue(self, routing_key: str) -> RabbitQueue:
-        """The durable queue for one routing key; refused messages go to the dead letters."""
+        """The durable queue for one routing key; refused messages go to the dead letters.
+
+        The action queue has a single active consumer: with several workers, one of them
+        takes every action, so actions on one order are applied in the order published.
+        """
+        arguments: ClassicQueueArgs = {"x-dead-letter-exchange": self.dead_letters.name}
+        if routing_key == ACTION:
+            arguments["x-single-active-consumer"] = True
         return RabbitQueue(
             routing_key,
             durable=True,
             routing_key=routing_key,
-            arguments={"x-dead-letter-exchange": self.dead_letters.name},
+            arguments=arguments,
         )
+
+    def delay_queues(self) -> list[RabbitQueue]:
+        return [
+            RabbitQueue(
+                f"{self.retry.name}.{attempt}.{delay}ms",
+                durable=True,
+                routing_key=f"r{attempt}.#",
+                arguments={
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": self.requeue.name,
+                },
+            )
+            for attempt, delay in enumerate(self.retry_delays, start=1)
+        ]
 
 
 def topology(settings: Settings) -> Topology:
     return Topology(
-        commands=RabbitExchange(settings.exchange, type=ExchangeType.TOPIC, durable=True),
-        events=RabbitExchange(settings.events_exchange, type=ExchangeType.TOPIC, durable=True),
-        dead_letters=RabbitExchange(
-            settings.dead_letter_exchange, type=ExchangeType.TOPIC, durable=True
-        ),
+        commands=_topic(settings.exchange),
+        events=_topic(settings.events_exchange),
+        dead_letters=_topic(settings.dead_letter_exchange),
         dead_letter_queue=RabbitQueue(settings.dead_letter_queue, durable=True, routing_key="#"),
+        retry=_topic(f"{settings.exchange}.retry"),
+        requeue=_topic(f"{settings.exchange}.requeue"),
+        retry_delays=tuple(settings.retry_delays_ms),
     )

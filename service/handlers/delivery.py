@@ -21,8 +21,9 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
+from service.handlers.ordering import DeliveryGate, KeyedSequencer
 from service.store.outbox import PendingEvent
-from service.topology import COMMANDS, Topology
+from service.topology import COMMANDS, Topology, retry_routing_key
 from service.usecases import Delivery, utc_now
 from service.wire import decode_object, encode, payload_for_rejection
 
@@ -32,6 +33,25 @@ Work = Callable[[dict[str, Any], Delivery], Awaitable[dict[str, Any]]]
 """A use case bound to its parsing: body and delivery in, the reply's envelope out."""
 
 INTERNAL = "Internal error; the message was kept for inspection"
+
+
+ATTEMPT_HEADER = "x-attempt"
+"""How many times the handler has already failed on this message."""
+ATTEMPTS_HEADER = "x-attempts"
+"""On a dead letter: how many times the message was tried."""
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def order_key(body: dict[str, Any]) -> tuple[str, object]:
+    """Which order an action is for, as the producer named it (by `id` or `order_id`)."""
+    for name in ("id", "order_id"):
+        if name in body:
+            value = body[name]
+            return name, value if isinstance(value, int | str) else repr(value)
+    return "none", None
 
 
 class TransientExhausted(Exception):
@@ -59,35 +79,86 @@ class Courier:
         self._broker = broker
         self._settings = settings
         self._topology = topology
+        self._gate = DeliveryGate()
+        self._sequencer = KeyedSequencer()
 
-    async def serve(self, message: RabbitMessage, work: Work, *, allow_empty: bool = False) -> None:
-        routing_key = message.raw_message.routing_key or ""
+    async def serve(
+        self,
+        message: RabbitMessage,
+        work: Work,
+        *,
+        allow_empty: bool = False,
+        ordered: bool = False,
+    ) -> None:
+        """Run one delivery through `work`; `ordered` keeps per-order delivery order."""
+        raw = message.raw_message
+        routing_key = raw.routing_key or ""
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
-        message_id = message.raw_message.message_id or f"delivery:{uuid.uuid4()}"
-        delivery = Delivery(message_id, message.correlation_id or None)
+        delivery = Delivery(
+            raw.message_id or f"delivery:{uuid.uuid4()}", message.correlation_id or None
+        )
+        if ordered:
+            await self._gate.admit(raw.channel, raw.delivery_tag or 0)
         refusal: OrderError | None = None
+        attempts = 1
         try:
             body = decode_object(
                 message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
             )
-            reply = await self._with_retries(work, body, delivery)
+            if ordered:
+                reply = await self._sequencer.run(
+                    order_key(body), lambda: self._with_retries(work, body, delivery)
+                )
+            else:
+                reply = await self._with_retries(work, body, delivery)
         except OrderError as exc:
             refusal, reply = exc, error_reply(exc)
             log.info("refused %s: %s %s", routing_key, exc.code, exc.message)
         except TransientExhausted:
             refusal = OrderError("Storage unavailable; the message was kept for a retry")
             reply = error_reply(refusal)
-        except Exception:
+        except Exception as exc:
+            attempts = _int((raw.headers or {}).get(ATTEMPT_HEADER)) + 1
             log.exception(
-                "handler failed on %s (correlation_id=%s)", routing_key, delivery.correlation_id
+                "handler failed on %s (attempt %d, correlation_id=%s)",
+                routing_key,
+                attempts,
+                message.correlation_id,
             )
+            if attempts <= len(self._topology.retry_delays):
+                await self._retry_later(message, routing_key, attempts, exc)
+                await message.ack()
+                return
             refusal = OrderError(INTERNAL)
             reply = error_reply(refusal)
         if message.reply_to:
             await self._reply(message, reply)
         if refusal is not None and (not message.reply_to or refusal.code == "internal_error"):
-            await self._dead_letter(message, routing_key, refusal)
+            await self._dead_letter(message, routing_key, refusal, attempts)
         await message.ack()
+
+    async def _retry_later(
+        self, message: RabbitMessage, routing_key: str, attempt: int, exc: Exception
+    ) -> None:
+        """Send a message whose handler failed unexpectedly round the delay queue of its
+        attempt; it comes back to its own queue when the delay has passed."""
+        raw = message.raw_message
+        await self._broker.publish(
+            message.body,
+            exchange=self._topology.retry,
+            routing_key=retry_routing_key(attempt, routing_key),
+            headers={
+                **(raw.headers or {}),
+                ATTEMPT_HEADER: attempt,
+                "x-last-error": type(exc).__name__,
+            },
+            content_type=raw.content_type,
+            correlation_id=raw.correlation_id,
+            message_id=raw.message_id,
+            reply_to=raw.reply_to,
+            persist=True,
+            mandatory=False,
+        )
 
     async def _with_retries(
         self, work: Work, body: dict[str, Any], delivery: Delivery
@@ -118,7 +189,7 @@ class Courier:
         )
 
     async def _dead_letter(
-        self, message: RabbitMessage, routing_key: str, error: OrderError
+        self, message: RabbitMessage, routing_key: str, error: OrderError, attempts: int
     ) -> None:
         """Keep the refused message on the dead-letter exchange; announce refused commands."""
         if routing_key in COMMANDS:
@@ -147,6 +218,7 @@ class Courier:
                 **(raw.headers or {}),
                 "x-error-code": error.code,
                 "x-error-message": error.message[:1000],
+                ATTEMPTS_HEADER: attempts,
             },
             content_type=raw.content_type,
             correlation_id=raw.correlation_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import RabbitRouter
+from faststream.rabbit import Channel, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
@@ -75,13 +75,18 @@ class OrderHandlers:
         return {"success": True, "data": [str(status) for status in OrderStatus]}
 
 
-def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) -> RabbitRouter:
+def order_router(
+    handlers: OrderHandlers, courier: Courier, topology: Topology, *, prefetch: int
+) -> RabbitRouter:
     router = RabbitRouter()
 
-    def subscribe(routing_key: str, description: str) -> RabbitSubscriber:
+    def subscribe(
+        routing_key: str, description: str, channel: Channel | None = None
+    ) -> RabbitSubscriber:
         return router.subscriber(
             topology.queue(routing_key),
             topology.commands,
+            channel=channel,
             decoder=keep_bytes,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             no_reply=True,
@@ -93,9 +98,15 @@ def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) 
     async def place_order(body: bytes, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.place)
 
-    @subscribe(ACTION, "Act on an order: update_status, cancel, complete, update_metadata.")
+    # A channel of its own: its delivery tags number the actions alone, which is what
+    # keeps per-order order (see handlers/ordering.py).
+    @subscribe(
+        ACTION,
+        "Act on an order: update_status, cancel, complete, update_metadata.",
+        Channel(prefetch_count=prefetch),
+    )
     async def act_on_order(body: bytes, message: RabbitMessage) -> None:
-        await courier.serve(message, handlers.act)
+        await courier.serve(message, handlers.act, ordered=True)
 
     @subscribe(GET, "One order by id or order_id.")
     async def get_order(body: bytes, message: RabbitMessage) -> None:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.failpoints import CRASH_BEFORE_PUBLISH, Failpoints
 from service.store.client import ORDERS, Document
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,13 @@ class OutboxRelay:
         *,
         sweep_seconds: float,
         grace_seconds: float,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._orders = db[ORDERS]
         self._publisher = publisher
         self._sweep_seconds = sweep_seconds
         self._grace = timedelta(seconds=grace_seconds)
+        self._failpoints = failpoints or Failpoints()
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
 
@@ -70,6 +73,8 @@ class OutboxRelay:
             doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
             pending = [] if doc is None else doc.get("outbox", [])
             published: list[str] = []
+            if pending:
+                self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
             for entry in pending:
                 event = PendingEvent(
                     entry["event_id"],
