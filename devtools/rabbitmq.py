@@ -8,16 +8,20 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5672
 DEFAULT_USER = "guest"
 _NO_SUCH_VHOST = "does not exist"
+_NO_SUCH_USER = "does not exist"
 
 
 class RabbitMQError(RuntimeError):
@@ -88,6 +92,56 @@ def delete_vhost(name: str) -> None:
     except RabbitMQError as exc:
         if _NO_SUCH_VHOST not in str(exc):
             raise
+
+
+def import_definitions(path: Path) -> None:
+    """Import a definitions file (users, vhosts, permissions, topology) into the node.
+
+    rabbitmqctl may run as the ``rabbitmq`` user (the packaged wrapper switches to it when
+    called by root), so it reads a world-readable temporary copy, deleted afterwards.
+    Users listed with an empty ``password_hash`` cannot log in until `change_password`.
+    """
+    with tempfile.TemporaryDirectory(prefix="rabbitmq-definitions-") as directory:
+        readable = Path(directory) / "definitions.json"
+        shutil.copyfile(path, readable)
+        Path(directory).chmod(0o755)
+        readable.chmod(0o644)
+        _rabbitmqctl("import_definitions", str(readable))
+
+
+def change_password(user: str, password: str) -> None:
+    """Set ``user``'s password."""
+    _rabbitmqctl("change_password", user, password)
+
+
+def delete_user(name: str) -> None:
+    """Delete user ``name``; a missing user is not an error."""
+    try:
+        _rabbitmqctl("delete_user", name)
+    except RabbitMQError as exc:
+        if _NO_SUCH_USER not in str(exc):
+            raise
+
+
+def list_permissions(vhost: str) -> list[dict[str, str]]:
+    """``[{"user", "configure", "write", "read"}, ...]`` of ``vhost``."""
+    return _listing("list_permissions", "-p", vhost)
+
+
+def list_topic_permissions(vhost: str) -> list[dict[str, str]]:
+    """``[{"user", "exchange", "write", "read"}, ...]`` of ``vhost``."""
+    return _listing("list_topic_permissions", "-p", vhost)
+
+
+def list_bindings(vhost: str) -> list[dict[str, str]]:
+    """``[{"source_name", "destination_name", "routing_key", ...}, ...]`` of ``vhost``."""
+    return _listing("list_bindings", "-p", vhost)
+
+
+def _listing(*args: str) -> list[dict[str, str]]:
+    output = _rabbitmqctl(*args, "--formatter", "json").stdout.strip()
+    rows: list[dict[str, str]] = json.loads(output) if output else []
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

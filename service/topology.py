@@ -10,6 +10,7 @@ then: worker --orders.place--> orders.dlx --#--> orders.dead
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,9 +33,21 @@ QUERIES = (GET, LIST, STATS, STATUSES)
 ROUTING_KEYS = COMMANDS + QUERIES
 
 
-def retry_routing_key(attempt: int, routing_key: str) -> str:
-    """`r2.orders.place`: which delay queue, and which work queue it returns to."""
-    return f"r{attempt}.{routing_key}"
+def retry_routing_key(attempt: int, delay_ms: int, routing_key: str) -> str:
+    """`r2_5000ms.orders.place`: which delay queue, and which work queue it returns to.
+
+    The delay is part of the key, so a delay queue left over from other settings never
+    receives a copy."""
+    return f"r{attempt}_{delay_ms}ms.{routing_key}"
+
+
+_RETRY_PREFIX = re.compile(r"r\d+_\d+ms")
+
+
+def original_routing_key(routing_key: str) -> str:
+    """`r2_5000ms.orders.place` -> `orders.place`: where a retried message was first sent."""
+    prefix, _, rest = routing_key.partition(".")
+    return rest if rest and _RETRY_PREFIX.fullmatch(prefix) else routing_key
 
 
 def _topic(name: str) -> RabbitExchange:
@@ -73,7 +86,7 @@ class Topology:
             RabbitQueue(
                 f"{self.retry.name}.{attempt}.{delay}ms",
                 durable=True,
-                routing_key=f"r{attempt}.#",
+                routing_key=f"{retry_routing_key(attempt, delay, '')}#",
                 arguments={
                     "x-message-ttl": delay,
                     "x-dead-letter-exchange": self.requeue.name,

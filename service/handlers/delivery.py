@@ -22,8 +22,9 @@ from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
 from service.handlers.ordering import DeliveryGate, KeyedSequencer
+from service.logs import log_context
 from service.store.outbox import PendingEvent
-from service.topology import COMMANDS, Topology, retry_routing_key
+from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
 from service.usecases import Delivery, utc_now
 from service.wire import decode_object, encode, payload_for_rejection
 
@@ -92,7 +93,24 @@ class Courier:
     ) -> None:
         """Run one delivery through `work`; `ordered` keeps per-order delivery order."""
         raw = message.raw_message
-        routing_key = raw.routing_key or ""
+        routing_key = original_routing_key(raw.routing_key or "")
+        with log_context(
+            correlation_id=message.correlation_id or None,
+            message_id=raw.message_id,
+            routing_key=routing_key,
+        ):
+            await self._serve(message, work, routing_key, allow_empty=allow_empty, ordered=ordered)
+
+    async def _serve(
+        self,
+        message: RabbitMessage,
+        work: Work,
+        routing_key: str,
+        *,
+        allow_empty: bool,
+        ordered: bool,
+    ) -> None:
+        raw = message.raw_message
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
         delivery = Delivery(
             raw.message_id or f"delivery:{uuid.uuid4()}", message.correlation_id or None
@@ -146,7 +164,9 @@ class Courier:
         await self._broker.publish(
             message.body,
             exchange=self._topology.retry,
-            routing_key=retry_routing_key(attempt, routing_key),
+            routing_key=retry_routing_key(
+                attempt, self._topology.retry_delays[attempt - 1], routing_key
+            ),
             headers={
                 **(raw.headers or {}),
                 ATTEMPT_HEADER: attempt,

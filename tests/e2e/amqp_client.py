@@ -81,15 +81,30 @@ class AmqpClient:
         self._pending: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
         self._answered: set[str] = set()
         self._exchanges: dict[str, AbstractExchange] = {}
+        self.url = ""
 
     @classmethod
     async def connect(cls, url: str) -> AmqpClient:
+        connection, channel, reply_queue = await cls._open(url)
+        client = cls(connection, channel, reply_queue)
+        client.url = url
+        await reply_queue.consume(client._on_reply, no_ack=True)
+        return client
+
+    @staticmethod
+    async def _open(url: str) -> tuple[AbstractConnection, AbstractChannel, AbstractQueue]:
         connection = await aio_pika.connect(url)
         channel = await connection.channel(publisher_confirms=True)
         reply_queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        client = cls(connection, channel, reply_queue)
-        await reply_queue.consume(client._on_reply, no_ack=True)
-        return client
+        return connection, channel, reply_queue
+
+    async def ensure_open(self) -> None:
+        """Reconnect after the broker dropped the connection (a broker-restart test)."""
+        if not self.connection.is_closed and not self.channel.is_closed:
+            return
+        self.connection, self.channel, self.reply_queue = await self._open(self.url)
+        self._exchanges.clear()
+        await self.reply_queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
         for future in self._pending.values():

@@ -54,6 +54,7 @@ async def amqp_client(amqp_url: str) -> AsyncIterator[AmqpClient]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def worker(worker_process: Worker, amqp_client: AmqpClient) -> Worker:
     """The module's worker, once it answers an ``orders.statuses`` request."""
+    await amqp_client.ensure_open()
     await wait_until_ready(amqp_client, worker_process)
     return worker_process
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,13 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start_worker(amqp_url: str, mongo_url: str, database: str, log_path: Path) -> Worker:
+def start_worker(
+    amqp_url: str,
+    mongo_url: str,
+    database: str,
+    log_path: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> Worker:
     """``faststream run --factory service.app:create_app`` from the repo root."""
     env = {
         **os.environ,
@@ -56,6 +63,7 @@ def start_worker(amqp_url: str, mongo_url: str, database: str, log_path: Path) -
         "ORDERS_MONGO_DATABASE": database,
         "ORDERS_PREFETCH": "32",
         "ORDERS_LOG_LEVEL": "INFO",
+        **(extra_env or {}),
     }
     faststream = Path(sys.executable).parent / "faststream"
     with log_path.open("ab") as log:
@@ -147,10 +155,10 @@ class WorkerLauncher:
     config: pytest.Config
     workers: list[Worker] = field(default_factory=list)
 
-    def start(self, database: str) -> Worker:
+    def start(self, database: str, extra_env: Mapping[str, str] | None = None) -> Worker:
         log_path = self.directory / f"worker-{len(self.workers) + 1}.log"
         self.config.stash[WORKER_LOG] = log_path
-        worker = start_worker(self.amqp_url, self.mongo_url, database, log_path)
+        worker = start_worker(self.amqp_url, self.mongo_url, database, log_path, extra_env)
         self.workers.append(worker)
         return worker
 
