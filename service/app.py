@@ -22,6 +22,7 @@ from service.config import Settings
 from service.failpoints import Failpoints
 from service.handlers.delivery import Courier
 from service.handlers.orders import OrderHandlers, order_router
+from service.handlers.watchdog import ConsumerWatchdog
 from service.logs import configure_logging
 from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
@@ -80,6 +81,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
         finally:
             await client.close()
 
+    watchdog = ConsumerWatchdog(broker)
+    watchdog_task: asyncio.Task[None] | None = None
+
+    async def start_watchdog() -> None:
+        nonlocal watchdog_task
+        watchdog_task = asyncio.create_task(watchdog.run(), name="consumer-watchdog")
+
+    async def stop_watchdog() -> None:
+        if watchdog_task is not None:
+            watchdog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog_task
+
     async def drain_outbox() -> None:
         """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
         if relay is not None:
@@ -93,7 +107,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
                 await relay_task
 
     return FastStream(
-        broker, lifespan=lifespan, on_shutdown=[drain_outbox], after_shutdown=[stop_relay]
+        broker,
+        lifespan=lifespan,
+        after_startup=[start_watchdog],
+        on_shutdown=[stop_watchdog, drain_outbox],
+        after_shutdown=[stop_relay],
     )
 
 

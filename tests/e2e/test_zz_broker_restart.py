@@ -1,0 +1,146 @@
+"""RabbitMQ restarted while orders flow: the worker reconnects, its consumers come back,
+publishing resumes, and nothing acknowledged is lost.
+
+It restarts the broker application (`rabbitmqctl stop_app` / `start_app`), which drops every
+connection, so it runs last among the e2e modules (hence the name) and reconnects the shared
+test client afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest_asyncio
+from aio_pika.abc import AbstractRobustConnection
+from pymongo import AsyncMongoClient
+
+from .amqp_client import AmqpClient
+from .contract import STATUSES, new_customer_id, simple_order
+from .worker import WorkerLauncher, new_database, wait_until_ready
+
+ORDERS = 150
+WORK_QUEUES = (
+    "orders.place", "orders.action", "orders.get", "orders.list", "orders.stats",
+    "orders.statuses",
+)  # fmt: skip
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+async def restart_broker() -> None:
+    await asyncio.to_thread(rabbitmqctl, "stop_app")
+    await asyncio.sleep(2.0)  # the broker is down for a while, as in a real restart
+    await asyncio.to_thread(rabbitmqctl, "start_app")
+    await asyncio.to_thread(rabbitmqctl, "await_startup")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def producer(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(amqp_url, reconnect_interval=1)
+    yield connection
+    await connection.close()
+
+
+async def publish_until_confirmed(
+    connection: AbstractRobustConnection, body: dict[str, Any], message_id: str
+) -> int:
+    """Publish persistently with a confirm; on a broken connection wait and publish again
+    (safe: the order carries an idempotency key). Returns how many extra tries it took."""
+    retries = 0
+    while True:
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            try:
+                exchange = await channel.get_exchange("orders", ensure=False)
+                await exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(body).encode(),
+                        content_type="application/json",
+                        message_id=message_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key="orders.place",
+                )
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            retries += 1
+            await asyncio.sleep(0.5)
+        else:
+            return retries
+
+
+async def test_broker_restart_loses_nothing_and_consumers_come_back(
+    amqp_client: AmqpClient,
+    launcher: WorkerLauncher,
+    producer: AbstractRobustConnection,
+    mongo_url: str,
+) -> None:
+    await amqp_client.ensure_open()
+    database = new_database()
+    worker = launcher.start(database)
+    await wait_until_ready(amqp_client, worker)
+
+    setup = await producer.channel()
+    events = await setup.declare_queue(f"e2e.restart.{uuid.uuid4().hex}", durable=True)
+    await events.bind("orders.events", routing_key="order.placed")
+    customer = new_customer_id()
+
+    async def produce() -> int:
+        retries = 0
+        for number in range(ORDERS):
+            body = {**simple_order(customer), "idempotency_key": f"{customer}-{number}"}
+            retries += await publish_until_confirmed(producer, body, f"{customer}-{number}")
+            await asyncio.sleep(0.02)
+        return retries
+
+    producing = asyncio.create_task(produce())
+    await asyncio.sleep(1.0)
+    await restart_broker()
+    await producing
+
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    orders = mongo[database]["orders"]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while await orders.count_documents({"customer_id": customer}) < ORDERS:
+            assert loop.time() < deadline, "not every order was stored after the restart"
+            await asyncio.sleep(0.5)
+        assert await orders.count_documents({"customer_id": customer}) == ORDERS
+
+        placed: set[str] = set()
+        channel = await producer.channel()
+        queue = await channel.get_queue(events.name)
+        deadline = loop.time() + 60
+        while len(placed) < ORDERS:
+            assert loop.time() < deadline, f"only {len(placed)} order.placed events arrived"
+            message = await queue.get(no_ack=True, fail=False, timeout=5)
+            if message is None:
+                await asyncio.sleep(0.2)
+                continue
+            event = json.loads(message.body)
+            if event["order"]["customer_id"] == customer:
+                placed.add(event["event_id"])
+        assert len(placed) == ORDERS
+
+        for name in WORK_QUEUES:  # the worker's consumers came back on every queue
+            declared = await channel.declare_queue(name, passive=True)
+            assert declared.declaration_result.consumer_count >= 1, name
+
+        await amqp_client.ensure_open()
+        reply = await amqp_client.request("orders.statuses", {})
+        assert reply["data"] == STATUSES
+        assert worker.process.poll() is None
+        await channel.queue_delete(events.name)
+    finally:
+        await mongo.close()
