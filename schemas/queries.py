@@ -81,6 +81,12 @@ class ListOrders(OrderFilters):
     order_direction: Literal["asc", "desc"] = "desc"
     page: int = Field(default=1, ge=1, le=1_000_000)
     per_page: int = Field(default=15, ge=1, le=100)
+    cursor: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+        default=None,
+        description='Keyset paging: "" for the first page, then the `pagination.next_cursor` of '
+        "the previous reply (same filters and sort). Deep pages cost what the first page "
+        "costs; `page` is not used.",
+    )
 
 
 class OrderStatsQuery(OrderFilters):

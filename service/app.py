@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
                 OrderStats(db),
                 relay,
                 default_currency=settings.default_currency,
+                batch_size=settings.batch_max_size,
+                batch_wait=settings.batch_wait_ms / 1000,
             )
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             yield

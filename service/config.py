@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         description="Delays before the 2nd, 3rd, ... attempt at a message whose handler failed "
         "unexpectedly; after the last one it is dead-lettered. JSON list, e.g. [1000,5000].",
     )
+    batch_max_size: Annotated[int, Field(ge=1, le=5000)] = Field(
+        default=200, description="Most places handled in one micro-batch."
+    )
+    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        default=2.0, description="How long a micro-batch waits for more places to arrive."
+    )
     shutdown_seconds: Annotated[float, Field(gt=0)] = Field(
         default=20.0, description="How long SIGTERM waits for in-flight messages and the outbox."
     )

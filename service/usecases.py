@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +15,10 @@ from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from service.domain import order as domain
 from service.domain.errors import ConcurrentChange, OrderNotFound
 from service.domain.order import Order
-from service.store.orders import DuplicateOrderNumber, DuplicatePlacement, OrderStore
+from service.placing import Delivery, Placed, Placer
+from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
-from service.store.queries import OrderQueries
+from service.store.queries import OrderQueries, Page
 from service.store.stats import OrderStats
 
 ORDER_NUMBER_MIN = 100_000_000
@@ -38,27 +38,6 @@ def draw_order_number() -> int:
     return ORDER_NUMBER_MIN + secrets.randbelow(ORDER_NUMBER_SPAN)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """What the transport knows about a request: its message id and correlation id."""
-
-    message_id: str | None = None
-    correlation_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Placed:
-    order: Order
-    replayed: bool
-
-
-@dataclass(frozen=True)
-class OrderPage:
-    orders: list[Order]
-    total: int
-    last_page: int
-
-
 class OrderService:
     def __init__(
         self,
@@ -70,6 +49,8 @@ class OrderService:
         default_currency: str,
         clock: Callable[[], datetime] = utc_now,
         order_numbers: Callable[[], int] = draw_order_number,
+        batch_size: int = 200,
+        batch_wait: float = 0.002,
     ) -> None:
         self._store = store
         self._queries = queries
@@ -77,39 +58,23 @@ class OrderService:
         self._relay = relay
         self._currency = default_currency
         self._clock = clock
-        self._order_numbers = order_numbers
+        self._placer = Placer(
+            store,
+            relay,
+            default_currency=default_currency,
+            clock=clock,
+            order_numbers=order_numbers,
+            batch_size=batch_size,
+            batch_wait=batch_wait,
+        )
 
     async def place(self, command: PlaceOrder, delivery: Delivery) -> Placed:
         """Create the order once per idempotency key (else per AMQP message id)."""
-        key = command.idempotency_key or _message_key(delivery)
-        if key is not None and (existing := await self._store.by_idempotency_key(key)):
-            await self._relay.flush(existing.id)  # a crash may have kept its event back
-            return Placed(existing, replayed=True)
-        id = await self._store.next_id()
-        while True:
-            order, event = domain.place(
-                command,
-                id=id,
-                order_id=self._order_numbers(),
-                now=self._clock(),
-                default_currency=self._currency,
-            )
-            try:
-                await self._store.insert(order, event, key, delivery.correlation_id)
-            except DuplicateOrderNumber:
-                continue
-            except DuplicatePlacement:
-                assert key is not None
-                first = await self._store.by_idempotency_key(key)
-                if first is None:  # pragma: no cover - unique index guarantees it
-                    raise
-                return Placed(first, replayed=True)
-            await self._relay.flush(order.id)
-            return Placed(order, replayed=False)
+        return await self._placer.place(command, delivery)
 
     async def act(self, action: OrderAction, delivery: Delivery) -> Order:
         """Apply one action with a conditional write; a lost race is decided again on a re-read."""
-        request_key = action.request_id or _message_key(delivery)
+        request_key = action.request_id or delivery.key
         for _ in range(DECISION_ATTEMPTS):
             order = await self._load(action.id, action.order_id)
             change = domain.decide(order, action, request_key, self._clock())
@@ -117,17 +82,17 @@ class OrderService:
                 if request_key in order.applied_requests:
                     await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
-            if await self._store.apply(change, delivery.correlation_id):
-                await self._relay.flush(order.id)
+            pending = await self._store.apply(change, delivery.correlation_id)
+            if pending is not None:
+                await self._relay.flush(order.id, pending)
                 return change.after
         raise ConcurrentChange(order.version)
 
     async def get(self, query: GetOrder) -> Order:
         return await self._load(query.id, query.order_id)
 
-    async def list(self, query: ListOrders) -> OrderPage:
-        orders, total, last_page = await self._queries.page(query)
-        return OrderPage(orders, total, last_page)
+    async def list(self, query: ListOrders) -> Page:
+        return await self._queries.page(query)
 
     async def stats(self, query: OrderStatsQuery) -> dict[str, Any]:
         return await self._stats.compute(query, self._currency)
@@ -141,7 +106,3 @@ class OrderService:
         if found is None:
             raise OrderNotFound(key, value)
         return found
-
-
-def _message_key(delivery: Delivery) -> str | None:
-    return None if delivery.message_id is None else f"amqp-message-id:{delivery.message_id}"

@@ -23,9 +23,10 @@ from service.domain import events
 from service.domain.errors import OrderError
 from service.handlers.ordering import DeliveryGate, KeyedSequencer
 from service.logs import log_context
+from service.placing import Delivery
 from service.store.outbox import PendingEvent
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
-from service.usecases import Delivery, utc_now
+from service.usecases import utc_now
 from service.wire import decode_object, encode, payload_for_rejection
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,10 @@ from service.domain.statuses import OrderStatus
 from service.domain.views import order_view
 from service.handlers.delivery import Courier
 from service.handlers.parsing import parse, parse_action
+from service.placing import Delivery
+from service.store.queries import Page
 from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
-from service.usecases import Delivery, OrderService
+from service.usecases import OrderService
 
 
 async def keep_bytes(message: RabbitMessage) -> bytes:
@@ -60,12 +62,7 @@ class OrderHandlers:
         return {
             "success": True,
             "data": [order_view(order) for order in page.orders],
-            "pagination": {
-                "current_page": query.page,
-                "per_page": query.per_page,
-                "total": page.total,
-                "last_page": page.last_page,
-            },
+            "pagination": _pagination(query, page),
         }
 
     async def stats(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
@@ -73,6 +70,20 @@ class OrderHandlers:
 
     async def statuses(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
         return {"success": True, "data": [str(status) for status in OrderStatus]}
+
+
+def _pagination(query: ListOrders, page: Page) -> dict[str, Any]:
+    """The contract's pagination; in cursor mode (`cursor` given) with `next_cursor` and
+    without a page number."""
+    pagination: dict[str, Any] = {
+        "current_page": query.page,
+        "per_page": query.per_page,
+        "total": page.total,
+        "last_page": page.last_page,
+    }
+    if query.cursor is not None:
+        pagination |= {"current_page": None, "next_cursor": page.next_cursor}
+    return pagination
 
 
 def order_router(

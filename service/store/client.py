@@ -49,8 +49,7 @@ ORDER_INDEXES = [
     IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
     IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="user_created"),
     IndexModel([("created_at", DESCENDING)], name="created"),
-    IndexModel([("billing.email", ASCENDING)], name="billing_email"),
-    IndexModel([("billing.last_name", ASCENDING)], name="billing_last_name"),
+    IndexModel([("search_text", ASCENDING)], name="search_text"),
     IndexModel(
         [("outbox.at", ASCENDING)],
         name="outbox_pending",
@@ -58,8 +57,8 @@ ORDER_INDEXES = [
     ),
 ]
 """Each index and the query it serves: order_id lookups; idempotent placing; list and stats
-by customer, by status, by user and by date; search by email and last name (index scans);
-the outbox sweep."""
+by customer, by status, by user and by date; search (a regular expression over the index
+keys of `search_text`, so only matching documents are fetched); the outbox sweep."""
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from service.domain.events import Event
 from service.domain.order import HistoryEntry, Item, Order
 from service.domain.statuses import OrderStatus
 from service.store.client import Document
 from service.wire import encode
 
-ORDER_FIELDS = {"outbox": 0, "idempotency_key": 0}
+ORDER_FIELDS = {"outbox": 0, "idempotency_key": 0, "search_text": 0}
 """Projection for reading orders: the outbox and the placing key are internal."""
 
 
@@ -34,8 +36,17 @@ def outbox_entry(event: Event, correlation_id: str | None) -> Document:
     }
 
 
+def search_text(customer_id: str, billing: Mapping[str, str | None]) -> str:
+    """What `search` looks in, lower-cased, one field a line (the full name on one line),
+    so a search is one regular expression over one indexed field."""
+    name = f"{billing.get('first_name') or ''} {billing.get('last_name') or ''}"
+    fields = (customer_id, name, billing.get("email") or "", billing.get("phone") or "")
+    return "\n".join(fields).lower()
+
+
 def order_document(order: Order) -> Document:
     return {
+        "search_text": search_text(order.customer_id, order.billing),
         "_id": order.id,
         "order_id": order.order_id,
         "customer_id": order.customer_id,

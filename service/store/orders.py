@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, WriteError
 
 from service.domain.events import Event
 from service.domain.order import REMEMBERED_REQUESTS, Change, Order
@@ -19,6 +21,8 @@ from service.store.documents import (
     outbox_entry,
 )
 
+DUPLICATE_KEY = 11000
+
 
 class DuplicateOrderNumber(Exception):
     """The random public order number is taken; draw another."""
@@ -28,38 +32,68 @@ class DuplicatePlacement(Exception):
     """An order with this idempotency key exists already."""
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A new order to store, with its event and the key that makes placing it idempotent."""
+
+    order: Order
+    event: Event
+    idempotency_key: str | None
+    correlation_id: str | None
+
+
+def _placement_document(placement: Placement) -> Document:
+    doc = order_document(placement.order) | {
+        "outbox": [outbox_entry(placement.event, placement.correlation_id)]
+    }
+    if placement.idempotency_key is not None:
+        doc["idempotency_key"] = placement.idempotency_key
+    return doc
+
+
+def _duplicate(error: dict[str, Any]) -> Exception:
+    """The store's exception for one write error of a bulk insert."""
+    key_pattern: dict[str, Any] = error.get("keyPattern", {})
+    if error.get("code") == DUPLICATE_KEY and "idempotency_key" in key_pattern:
+        return DuplicatePlacement()
+    if error.get("code") == DUPLICATE_KEY and "order_id" in key_pattern:
+        return DuplicateOrderNumber()
+    return WriteError(error.get("errmsg", "write failed"), error.get("code"), error)
+
+
 class OrderStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._orders = db[ORDERS]
         self._counters = db[COUNTERS]
 
-    async def next_id(self) -> int:
-        """The next sequential database id (a counter document, atomically incremented)."""
+    async def allocate_ids(self, count: int) -> range:
+        """`count` consecutive database ids in one counter update."""
         counter = await self._counters.find_one_and_update(
             {"_id": ORDERS},
-            {"$inc": {"seq": 1}},
+            {"$inc": {"seq": count}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
-        assert counter is not None
-        return int(counter["seq"])
+        assert counter is not None  # upsert always returns a document
+        last = int(counter["seq"])
+        return range(last - count + 1, last + 1)
 
-    async def insert(
-        self, order: Order, event: Event, idempotency_key: str | None, correlation_id: str | None
-    ) -> None:
-        """Store a new order together with its `order.placed` event in the outbox."""
-        doc = order_document(order) | {"outbox": [outbox_entry(event, correlation_id)]}
-        if idempotency_key is not None:
-            doc["idempotency_key"] = idempotency_key
+    async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
+        """Store new orders, each with its `order.placed` event in the outbox, in one
+        unordered `insert_many`. Per placement: None, or the duplicate it ran into."""
+        docs = [_placement_document(p) for p in placements]
         try:
-            await self._orders.insert_one(doc)
-        except DuplicateKeyError as exc:
-            key_pattern: dict[str, Any] = (exc.details or {}).get("keyPattern", {})
-            if "idempotency_key" in key_pattern:
-                raise DuplicatePlacement from exc
-            if "order_id" in key_pattern:
-                raise DuplicateOrderNumber from exc
-            raise
+            await self._orders.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            outcome: list[Exception | None] = [None] * len(docs)
+            for error in exc.details.get("writeErrors", []):
+                outcome[error["index"]] = _duplicate(error)
+            return outcome
+        return [None] * len(docs)
+
+    async def by_idempotency_keys(self, keys: Collection[str]) -> dict[str, Order]:
+        cursor = self._orders.find({"idempotency_key": {"$in": list(keys)}}, {"outbox": 0})
+        return {doc["idempotency_key"]: order_from_document(doc) async for doc in cursor}
 
     async def by_id(self, id: int) -> Order | None:
         return await self._one({"_id": id})
@@ -74,11 +108,12 @@ class OrderStore:
         doc = await self._orders.find_one(query, ORDER_FIELDS)
         return None if doc is None else order_from_document(doc)
 
-    async def apply(self, change: Change, correlation_id: str | None) -> bool:
+    async def apply(self, change: Change, correlation_id: str | None) -> list[Document] | None:
         """Write `change` if the order is still at the status and version it was decided on.
 
         One conditional `find_one_and_update`; the event goes into the outbox in the same
-        write. False means somebody else changed the order first: re-read and decide again.
+        write. Returns the order's pending events after the write (its own and any left
+        behind), or None: somebody else changed the order first, so re-read and decide again.
         """
         before, after = change.before, change.after
         push: Document = {"outbox": outbox_entry(change.event, correlation_id)}
@@ -100,6 +135,7 @@ class OrderStore:
                 },
                 "$push": push,
             },
-            projection={"_id": 1},
+            projection={"outbox": 1},
+            return_document=ReturnDocument.AFTER,
         )
-        return written is not None
+        return None if written is None else list(written.get("outbox", []))

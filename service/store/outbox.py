@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -67,11 +67,14 @@ class OutboxRelay:
             if not self._waiters[id]:
                 del self._waiters[id], self._locks[id]
 
-    async def flush(self, id: int) -> int:
-        """Publish the pending events of order `id` in order; return how many went out."""
+    async def flush(self, id: int, pending: list[Document] | None = None) -> int:
+        """Publish the pending events of order `id` in order; return how many went out.
+
+        `pending` is the outbox as a write just returned it, which saves reading it again."""
         async with self._order_lock(id):
-            doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
-            pending = [] if doc is None else doc.get("outbox", [])
+            if pending is None:
+                doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
+                pending = [] if doc is None else doc.get("outbox", [])
             published: list[str] = []
             if pending:
                 self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
@@ -93,6 +96,26 @@ class OutboxRelay:
                     {"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": published}}}}
                 )
             return len(published)
+
+    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
+        """Publish the first events of orders just created (nothing can precede them), all
+        at once with confirms, and clear them from the outboxes in one update. Whatever
+        fails stays for the sweep."""
+        if not events:
+            return
+        self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
+        results = await asyncio.gather(
+            *(self._publisher.publish_event(event) for _, event in events),
+            return_exceptions=True,
+        )
+        sent = [item for item, result in zip(events, results, strict=True) if result is None]
+        if len(sent) < len(events):
+            log.warning("%d events stay in the outbox for the sweep", len(events) - len(sent))
+        if sent:
+            await self._orders.update_many(
+                {"_id": {"$in": [id for id, _ in sent]}},
+                {"$pull": {"outbox": {"event_id": {"$in": [e.event_id for _, e in sent]}}}},
+            )
 
     async def sweep(self, *, older_than: timedelta | None = None, limit: int = 500) -> int:
         """Flush every order whose oldest pending event is older than the grace period."""

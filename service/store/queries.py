@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderFilters
+from service.domain.errors import ValidationFailed
 from service.domain.order import Order
 from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.documents import ORDER_FIELDS, order_from_document
 
-SEARCH_FIELDS = (
-    "customer_id",
-    "billing.first_name",
-    "billing.last_name",
-    "billing.email",
-    "billing.phone",
-)
 SORT_FIELDS = {
     "created_at": "created_at",
     "updated_at": "updated_at",
@@ -66,31 +66,111 @@ def order_filter(filters: OrderFilters) -> Document:
 
 
 def _search(text: str) -> list[Document]:
-    literal = {"$regex": re.escape(text), "$options": "i"}
-    clauses: list[Document] = [{field: literal} for field in SEARCH_FIELDS]
+    clauses: list[Document] = [{"search_text": {"$regex": re.escape(text.lower())}}]
     digits = text.strip()
     if digits.isascii() and digits.isdigit() and int(digits) <= MAX_NUMERIC_SEARCH:
         clauses += [{"order_id": int(digits)}, {"_id": int(digits)}]
     return clauses
 
 
+@dataclass(frozen=True)
+class Page:
+    orders: list[Order]
+    total: int
+    last_page: int
+    next_cursor: str | None
+
+
 class OrderQueries:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._orders = db[ORDERS]
 
-    async def page(self, query: ListOrders) -> tuple[list[Order], int, int]:
-        """One page of orders, the total matching and the last page number (at least 1)."""
+    async def page(self, query: ListOrders) -> Page:
+        """One page of orders, the total matching, the last page number (at least 1) and a
+        cursor for the page after this one (None on the last page)."""
         where = order_filter(query)
+        field = SORT_FIELDS[query.order_by]
         direction = ASCENDING if query.order_direction == "asc" else DESCENDING
-        sort = [(SORT_FIELDS[query.order_by], direction)]
-        if query.order_by != "id":
-            sort.append(("_id", direction))
+        sort = [(field, direction)] if field == "_id" else [(field, direction), ("_id", direction)]
+        found = where
+        skip = (query.page - 1) * query.per_page
+        if query.cursor:
+            found = (
+                {"$and": [where, _after(query, decode_cursor(query))]}
+                if where
+                else (_after(query, decode_cursor(query)))
+            )
+            skip = 0
         cursor = (
-            self._orders.find(where, ORDER_FIELDS)
-            .sort(sort)
-            .skip((query.page - 1) * query.per_page)
-            .limit(query.per_page)
+            self._orders.find(found, ORDER_FIELDS).sort(sort).skip(skip).limit(query.per_page + 1)
         )
-        orders = [order_from_document(doc) async for doc in cursor]
+        docs = [doc async for doc in cursor]
+        more, docs = len(docs) > query.per_page, docs[: query.per_page]
         total = await self._orders.count_documents(where)
-        return orders, total, max(1, math.ceil(total / query.per_page))
+        return Page(
+            [order_from_document(doc) for doc in docs],
+            total,
+            max(1, math.ceil(total / query.per_page)),
+            encode_cursor(query, docs[-1]) if more else None,
+        )
+
+
+def _query_fingerprint(query: ListOrders) -> str:
+    """What a cursor must be used with: the same filters and the same sort."""
+    scope = query.model_dump(mode="json", exclude={"page", "per_page", "cursor"})
+    digest = hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()
+
+
+def encode_cursor(query: ListOrders, last: Document) -> str:
+    value = last[SORT_FIELDS[query.order_by]]
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
+    raw = json.dumps([_query_fingerprint(query), value, last["_id"]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(query: ListOrders) -> tuple[Any, int]:
+    """The sort value and id a cursor continues after; a `validation_error` when it is
+    damaged or belongs to another query."""
+    try:
+        return _parse_cursor(query)
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise ValidationFailed(
+            [{"loc": ["cursor"], "msg": "not a cursor of this query (same filters and sort)"}],
+            "Invalid cursor: use the next_cursor of the previous reply with the same query",
+        ) from exc
+
+
+def _parse_cursor(query: ListOrders) -> tuple[Any, int]:
+    text = query.cursor or ""
+    fingerprint, value, last_id = json.loads(
+        base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    )
+    if fingerprint != _query_fingerprint(query) or not isinstance(last_id, int):
+        raise ValueError("cursor of another query")
+    return _typed(query.order_by, value), last_id
+
+
+def _typed(order_by: str, value: Any) -> Any:
+    if order_by in {"created_at", "updated_at"}:
+        return datetime.fromisoformat(value)
+    if order_by == "total":
+        return Decimal(value)
+    if order_by in {"id", "order_id"} and not isinstance(value, int):
+        raise TypeError("not an integer")
+    if order_by in {"status", "customer_id"} and not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _after(query: ListOrders, position: tuple[Any, int]) -> Document:
+    """Keyset condition: strictly after `position` in the query's sort order."""
+    value, last_id = position
+    beyond = "$gt" if query.order_direction == "asc" else "$lt"
+    field = SORT_FIELDS[query.order_by]
+    if field == "_id":
+        return {"_id": {beyond: last_id}}
+    return {"$or": [{field: {beyond: value}}, {field: value, "_id": {beyond: last_id}}]}

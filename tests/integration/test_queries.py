@@ -11,12 +11,14 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderStatsQuery
+from service.domain.errors import ValidationFailed
+from service.placing import Delivery
 from service.store.client import Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
-from service.usecases import Delivery, OrderService
+from service.usecases import OrderService
 from tests.integration.builders import place_order
 
 # customer, total, status, day of November 2025, currency, first name, last name, email
@@ -57,8 +59,8 @@ async def known(db: AsyncDatabase[Document], relay: OutboxRelay) -> list[dict[st
 
 
 async def _ids(db: AsyncDatabase[Document], **query: Any) -> list[int]:
-    orders, _, _ = await OrderQueries(db).page(ListOrders.model_validate(query))
-    return [order.id for order in orders]
+    page = await OrderQueries(db).page(ListOrders.model_validate(query))
+    return [order.id for order in page.orders]
 
 
 async def test_list_filters(db: AsyncDatabase[Document], known: list[dict[str, Any]]) -> None:
@@ -87,11 +89,46 @@ async def test_paging_reports_totals_and_last_page(
     db: AsyncDatabase[Document], known: list[dict[str, Any]]
 ) -> None:
     queries = OrderQueries(db)
-    page, total, last = await queries.page(ListOrders(per_page=4, page=2, order_by="id"))
-    assert [o.id for o in page] == [2, 1]
-    assert (total, last) == (6, 2)
-    empty, total, last = await queries.page(ListOrders(customer_id="nobody"))
-    assert (empty, total, last) == ([], 0, 1)
+    page = await queries.page(ListOrders(per_page=4, page=2, order_by="id"))
+    assert [o.id for o in page.orders] == [2, 1]
+    assert (page.total, page.last_page, page.next_cursor) == (6, 2, None)
+    empty = await queries.page(ListOrders(customer_id="nobody"))
+    assert (empty.orders, empty.total, empty.last_page) == ([], 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("order_by", "direction"),
+    [("created_at", "desc"), ("total", "asc"), ("id", "desc"), ("customer_id", "asc"),
+     ("status", "desc"), ("updated_at", "asc"), ("order_id", "desc")],
+)  # fmt: skip
+async def test_cursor_walks_the_same_orders_as_the_pages(
+    db: AsyncDatabase[Document], known: list[dict[str, Any]], order_by: str, direction: str
+) -> None:
+    queries = OrderQueries(db)
+    base = {"order_by": order_by, "order_direction": direction, "per_page": 4}
+    by_pages = [
+        o.id
+        for number in (1, 2)
+        for o in (await queries.page(ListOrders.model_validate(base | {"page": number}))).orders
+    ]
+    first = await queries.page(ListOrders.model_validate(base | {"cursor": ""}))
+    assert first.next_cursor is not None
+    second = await queries.page(ListOrders.model_validate(base | {"cursor": first.next_cursor}))
+    assert [o.id for o in first.orders + second.orders] == by_pages
+    assert second.next_cursor is None
+    assert second.total == 6
+
+
+async def test_a_cursor_only_works_with_its_own_query(
+    db: AsyncDatabase[Document], known: list[dict[str, Any]]
+) -> None:
+    queries = OrderQueries(db)
+    first = await queries.page(ListOrders(per_page=2))
+    assert first.next_cursor is not None
+    with pytest.raises(ValidationFailed):
+        await queries.page(ListOrders(per_page=2, customer_id="alice", cursor=first.next_cursor))
+    with pytest.raises(ValidationFailed):
+        await queries.page(ListOrders(per_page=2, cursor="bm90IGEgY3Vyc29y"))
 
 
 async def test_stats_over_everything(
