@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -60,6 +60,11 @@ run: install rabbitmq
 
 mongo-stop: install
 	$(UV) run python -m devtools.embedded_mongo stop --dbpath $(MONGO_DBPATH) --port $(MONGO_PORT)
+
+# Fault injection under load (docs/reliability.md): its own vhost, mongod and two workers;
+# restarts the local RabbitMQ. CHAOS_MESSAGES (default 20000), CHAOS_SEED, CHAOS_RATE.
+chaos: install rabbitmq
+	$(UV) run python -m devtools.chaos
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
