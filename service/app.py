@@ -28,6 +28,7 @@ from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
+from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
 from service.store.stats import OrderStats
 from service.topology import ROUTING_KEYS, Topology, topology
 from service.usecases import OrderService
@@ -50,17 +51,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
     courier = Courier(broker, settings, names)
     handlers = OrderHandlers()
     broker.include_router(order_router(handlers, courier, names, prefetch=settings.prefetch))
-    relay_task: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = []
     relay: OutboxRelay | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        nonlocal relay_task, relay
+        nonlocal relay
         client = connect(settings.mongo_url.get_secret_value())
         try:
             db = database(client, settings.mongo_database)
             await _wait_for_mongo(client)
             await ensure_indexes(db)
+            await ensure_rollup_indexes(db, settings.default_currency)
+            await ensure_rollups(db, settings.default_currency)
             await _declare(settings.amqp_url.get_secret_value(), names)
             relay = OutboxRelay(
                 db,
@@ -72,13 +75,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
             handlers.service = OrderService(
                 OrderStore(db),
                 OrderQueries(db),
-                OrderStats(db),
+                OrderStats(db, client),
                 relay,
                 default_currency=settings.default_currency,
                 batch_size=settings.batch_max_size,
                 batch_wait=settings.batch_wait_ms / 1000,
             )
-            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            applier = RollupApplier(client, db, currency=settings.default_currency)
+            background.extend(
+                [
+                    asyncio.create_task(relay.run(), name="outbox-relay"),
+                    asyncio.create_task(applier.run(interval=0.2), name="rollup-applier"),
+                ]
+            )
             yield
         finally:
             await client.close()
@@ -102,18 +111,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(relay.sweep(older_than=timedelta(0)), timeout=5.0)
 
-    async def stop_relay() -> None:
-        if relay_task is not None:
-            relay_task.cancel()
+    async def stop_background() -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+                await task
 
     return FastStream(
         broker,
         lifespan=lifespan,
         after_startup=[start_watchdog],
         on_shutdown=[stop_watchdog, drain_outbox],
-        after_shutdown=[stop_relay],
+        after_shutdown=[stop_background],
     )
 
 

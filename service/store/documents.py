@@ -10,8 +10,9 @@ from service.domain.statuses import OrderStatus
 from service.store.client import Document
 from service.wire import encode
 
-ORDER_FIELDS = {"outbox": 0, "idempotency_key": 0, "search_text": 0}
-"""Projection for reading orders: the outbox and the placing key are internal."""
+ORDER_FIELDS = {"outbox": 0, "idempotency_key": 0, "search_text": 0, "rollups_pending": 0}
+"""Projection for reading orders: the outbox, the placing key, the search text and the
+pending rollup deltas are internal."""
 
 
 def history_document(entry: HistoryEntry) -> Document:

@@ -20,6 +20,7 @@ from service.store.documents import (
     order_from_document,
     outbox_entry,
 )
+from service.store.rollups import change_deltas, place_deltas
 
 DUPLICATE_KEY = 11000
 
@@ -44,7 +45,8 @@ class Placement:
 
 def _placement_document(placement: Placement) -> Document:
     doc = order_document(placement.order) | {
-        "outbox": [outbox_entry(placement.event, placement.correlation_id)]
+        "outbox": [outbox_entry(placement.event, placement.correlation_id)],
+        "rollups_pending": place_deltas(placement.order),
     }
     if placement.idempotency_key is not None:
         doc["idempotency_key"] = placement.idempotency_key
@@ -119,6 +121,8 @@ class OrderStore:
         push: Document = {"outbox": outbox_entry(change.event, correlation_id)}
         if change.history is not None:
             push["status_history"] = history_document(change.history)
+        if deltas := change_deltas(change):
+            push["rollups_pending"] = {"$each": deltas}
         if change.request_key is not None:
             push["applied_requests"] = {
                 "$each": [change.request_key],

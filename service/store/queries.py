@@ -91,28 +91,47 @@ class OrderQueries:
         where = order_filter(query)
         field = SORT_FIELDS[query.order_by]
         direction = ASCENDING if query.order_direction == "asc" else DESCENDING
-        sort = [(field, direction)] if field == "_id" else [(field, direction), ("_id", direction)]
-        found = where
-        skip = (query.page - 1) * query.per_page
-        if query.cursor:
-            found = (
-                {"$and": [where, _after(query, decode_cursor(query))]}
-                if where
-                else (_after(query, decode_cursor(query)))
-            )
-            skip = 0
-        cursor = (
-            self._orders.find(found, ORDER_FIELDS).sort(sort).skip(skip).limit(query.per_page + 1)
-        )
-        docs = [doc async for doc in cursor]
+        unique = field in {"_id", "order_id"}  # no ties to break
+        sort = [(field, direction)] if unique else [(field, direction), ("_id", direction)]
+        after = _after(query, decode_cursor(query)) if query.cursor else None
+        skip = 0 if after else (query.page - 1) * query.per_page
+        if query.search is not None:
+            docs, total = await self._search_page(where, after, sort, skip, query.per_page + 1)
+        else:
+            found = {"$and": [where, after]} if after and where else (after or where)
+            cursor = self._orders.find(found, ORDER_FIELDS).sort(sort).skip(skip)
+            docs = [doc async for doc in cursor.limit(query.per_page + 1)]
+            total = await self._orders.count_documents(where)
         more, docs = len(docs) > query.per_page, docs[: query.per_page]
-        total = await self._orders.count_documents(where)
         return Page(
             [order_from_document(doc) for doc in docs],
             total,
             max(1, math.ceil(total / query.per_page)),
             encode_cursor(query, docs[-1]) if more else None,
         )
+
+    async def _search_page(
+        self,
+        where: Document,
+        after: Document | None,
+        sort: list[tuple[str, int]],
+        skip: int,
+        limit: int,
+    ) -> tuple[list[Document], int]:
+        """A search reads the `search_text` index once for both the page and the count: the
+        regular expression cannot narrow the index range, so a second pass would cost as
+        much as the first."""
+        page: list[Document] = [{"$match": after}] if after else []
+        page += [
+            {"$sort": dict(sort)},
+            {"$skip": skip},
+            {"$limit": limit},
+            {"$project": ORDER_FIELDS},
+        ]
+        pipeline = [{"$match": where}, {"$facet": {"page": page, "total": [{"$count": "n"}]}}]
+        result = await (await self._orders.aggregate(pipeline, allowDiskUse=True)).to_list()
+        counted = result[0]["total"]
+        return result[0]["page"], counted[0]["n"] if counted else 0
 
 
 def _query_fingerprint(query: ListOrders) -> str:

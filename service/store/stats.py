@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from bson.decimal128 import Decimal128
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import OrderFilters
@@ -13,6 +14,7 @@ from service.domain.money import ZERO, round_money
 from service.domain.statuses import CLOSED, NO_REVENUE, OrderStatus
 from service.store.client import ORDERS, Document
 from service.store.queries import order_filter
+from service.store.rollups import global_stats
 
 TOP_CUSTOMERS = 10
 
@@ -145,10 +147,21 @@ def stats_view(result: Document) -> dict[str, Any]:
 
 
 class OrderStats:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], client: AsyncMongoClient[Document] | None = None
+    ) -> None:
+        self._db = db
         self._orders = db[ORDERS]
+        self._client = client
 
     async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
+        """Over every order: from the rollups (when a client is given); else one pipeline."""
+        if self._client is not None and not filters.model_dump(exclude_defaults=True):
+            return await global_stats(self._client, self._db, currency)
+        return await self.aggregate(filters, currency)
+
+    async def aggregate(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
+        """The stats pipeline over the orders themselves."""
         cursor = await self._orders.aggregate(stats_pipeline(filters, currency))
         results = await cursor.to_list()
         return stats_view(results[0])
