@@ -14,12 +14,14 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pymongo import DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from service.domain.money import ZERO, round_money
 from service.domain.order import Change, Order
@@ -32,6 +34,7 @@ ORDER_COUNTS = "order_counts"
 CUSTOMER_COUNTS = "customer_counts"
 ROLLUP_STATE = "rollup_state"
 TOP_CUSTOMERS = 10
+BUILD_WAIT_SECONDS = 120
 PENDING: Document = {"rollups_pending._d": {"$exists": True}}
 """Orders with deltas not yet in the rollups (served by a partial index)."""
 
@@ -183,8 +186,15 @@ async def ensure_rollups(db: AsyncDatabase[Document], currency: str) -> None:
     """Build the rollups from the orders once, if they never were (orders loaded before this
     version, or directly into the database). Runs at start-up, before consuming."""
     state = db[ROLLUP_STATE]
-    if await state.find_one({"_id": "built"}) is not None:
-        return
+    try:  # one worker claims the build; the others wait for it (bounded)
+        await state.insert_one({"_id": "built", "done": False, "at": datetime.now(UTC)})
+    except DuplicateKeyError:
+        for _ in range(BUILD_WAIT_SECONDS):
+            marker = await state.find_one({"_id": "built"})
+            if marker is None or marker.get("done", True):
+                return
+            await asyncio.sleep(1.0)
+        log.warning("the rollup build of another worker did not finish; building them here")
     log.info("building the stats rollups from the orders")
     await db[ORDER_COUNTS].delete_many({})
     await db[CUSTOMER_COUNTS].delete_many({})
@@ -243,7 +253,7 @@ async def ensure_rollups(db: AsyncDatabase[Document], currency: str) -> None:
             ]
         )
     ).to_list()
-    await state.insert_one({"_id": "built"})
+    await state.update_one({"_id": "built"}, {"$set": {"done": True}}, upsert=True)
 
 
 async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> None:
