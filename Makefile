@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos bench clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos bench clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -65,6 +65,12 @@ mongo-stop: install
 # restarts the local RabbitMQ. CHAOS_MESSAGES (default 20000), CHAOS_SEED, CHAOS_RATE.
 chaos: install rabbitmq
 	$(UV) run python -m devtools.chaos
+
+# Throughput against a naive consumer, request latency, queries on 1,000,000 orders
+# (docs/benchmarks.md): its own mongod and vhost; writes .bench/latest.json.
+# BENCH_SCALE=small for a run under 2 minutes (default full, ~20 minutes).
+bench: install rabbitmq
+	$(UV) run python -m bench.run
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
