@@ -30,33 +30,54 @@ from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
 from service.store.stats import OrderStats
-from service.topology import ROUTING_KEYS, Topology, topology
+from service.topology import ACTION, ROUTING_KEYS, Topology, topology
 from service.usecases import OrderService
 
 log = logging.getLogger("service")
 
-STARTUP_WAIT_SECONDS = 60.0
+STARTUP_WAIT_SECONDS = 120.0
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
-    names = topology(settings)
-    broker = RabbitBroker(
-        settings.amqp_url.get_secret_value(),
-        default_channel=Channel(prefetch_count=settings.prefetch),
-        graceful_timeout=settings.shutdown_seconds,
-        log_level=logging.DEBUG,
+    worker = Worker(settings)
+    return FastStream(
+        worker.broker,
+        lifespan=worker.lifespan,
+        after_startup=[worker.start_watchdog],
+        on_shutdown=[worker.stop_watchdog, worker.hand_over_actions, worker.drain_outbox],
+        after_shutdown=[worker.stop_background],
     )
-    courier = Courier(broker, settings, names)
-    handlers = OrderHandlers()
-    broker.include_router(order_router(handlers, courier, names, prefetch=settings.prefetch))
-    background: list[asyncio.Task[None]] = []
-    relay: OutboxRelay | None = None
+
+
+class Worker:
+    """The broker, the handlers and the background tasks of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = topology(settings)
+        self.broker = RabbitBroker(
+            settings.amqp_url.get_secret_value(),
+            default_channel=Channel(prefetch_count=settings.prefetch),
+            graceful_timeout=settings.shutdown_seconds,
+            log_level=logging.DEBUG,
+            fail_fast=False,  # started while RabbitMQ is down: wait for it
+        )
+        self.courier = Courier(self.broker, settings, self.names)
+        self.handlers = OrderHandlers()
+        self.broker.include_router(
+            order_router(self.handlers, self.courier, self.names, prefetch=settings.prefetch)
+        )
+        self.watchdog = ConsumerWatchdog(self.broker)
+        self.relay: OutboxRelay | None = None
+        self.background: list[asyncio.Task[None]] = []
+        self.watchdog_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        nonlocal relay
+    async def lifespan(self) -> AsyncIterator[None]:
+        """MongoDB, indexes, rollups, topology and the relay, before consuming starts."""
+        settings = self.settings
         client = connect(settings.mongo_url.get_secret_value())
         try:
             db = database(client, settings.mongo_database)
@@ -64,67 +85,67 @@ def create_app(settings: Settings | None = None) -> FastStream:
             await ensure_indexes(db)
             await ensure_rollup_indexes(db, settings.default_currency)
             await ensure_rollups(db, settings.default_currency)
-            await _declare(settings.amqp_url.get_secret_value(), names)
-            relay = OutboxRelay(
+            await _wait_for_rabbitmq(settings.amqp_url.get_secret_value(), self.names)
+            self.relay = OutboxRelay(
                 db,
-                courier,
+                self.courier,
                 sweep_seconds=settings.outbox_sweep_seconds,
                 grace_seconds=settings.outbox_grace_seconds,
                 failpoints=Failpoints(settings.failpoints),
             )
-            handlers.service = OrderService(
-                OrderStore(db),
+            store = OrderStore(db)
+            self.courier.ordering.lookup = store.id_of
+            self.handlers.service = OrderService(
+                store,
                 OrderQueries(db),
                 OrderStats(db, client),
-                relay,
+                self.relay,
                 default_currency=settings.default_currency,
                 batch_size=settings.batch_max_size,
                 batch_wait=settings.batch_wait_ms / 1000,
             )
             applier = RollupApplier(client, db, currency=settings.default_currency)
-            background.extend(
-                [
-                    asyncio.create_task(relay.run(), name="outbox-relay"),
-                    asyncio.create_task(applier.run(interval=0.2), name="rollup-applier"),
-                ]
-            )
+            self.background += [
+                asyncio.create_task(self.relay.run(), name="outbox-relay"),
+                asyncio.create_task(applier.run(interval=0.2), name="rollup-applier"),
+            ]
             yield
         finally:
             await client.close()
 
-    watchdog = ConsumerWatchdog(broker)
-    watchdog_task: asyncio.Task[None] | None = None
+    async def start_watchdog(self) -> None:
+        self.watchdog_task = asyncio.create_task(self.watchdog.run(), name="consumer-watchdog")
 
-    async def start_watchdog() -> None:
-        nonlocal watchdog_task
-        watchdog_task = asyncio.create_task(watchdog.run(), name="consumer-watchdog")
+    async def stop_watchdog(self) -> None:
+        await _cancel([self.watchdog_task] if self.watchdog_task else [])
 
-    async def stop_watchdog() -> None:
-        if watchdog_task is not None:
-            watchdog_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog_task
+    async def hand_over_actions(self) -> None:
+        """Let the admitted actions finish, then close their channel without cancelling the
+        consumer: RabbitMQ requeues what this worker still held, in its place, before the
+        next single active consumer takes over, so per-order order survives a shutdown."""
+        await self.courier.drain_ordered(grace=self.settings.shutdown_seconds / 2)
+        for subscriber in self.broker.subscribers:
+            queue = getattr(subscriber, "_queue_obj", None)
+            if subscriber.queue.name == ACTION and queue is not None:  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):
+                    await queue.channel.close()
 
-    async def drain_outbox() -> None:
+    async def drain_outbox(self) -> None:
         """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
-        if relay is not None:
+        if self.relay is not None:
             with contextlib.suppress(Exception, TimeoutError):
-                await asyncio.wait_for(relay.sweep(older_than=timedelta(0)), timeout=5.0)
+                await asyncio.wait_for(self.relay.sweep(older_than=timedelta(0)), timeout=5.0)
 
-    async def stop_background() -> None:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def stop_background(self) -> None:
+        await _cancel(self.background)
 
-    return FastStream(
-        broker,
-        lifespan=lifespan,
-        after_startup=[start_watchdog],
-        on_shutdown=[stop_watchdog, drain_outbox],
-        after_shutdown=[stop_background],
-    )
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
@@ -138,6 +159,21 @@ async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
                 raise
             log.warning("waiting for MongoDB")
             await asyncio.sleep(1.0)
+        else:
+            return
+
+
+async def _wait_for_rabbitmq(url: str, names: Topology) -> None:
+    """Declare the topology, waiting (bounded) for RabbitMQ if it is not up yet."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
+    while True:
+        try:
+            await _declare(url, names)
+        except (aio_pika.exceptions.AMQPError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("waiting for RabbitMQ")
+            await asyncio.sleep(2.0)
         else:
             return
 

@@ -8,6 +8,7 @@ This is the one place where errors become the contract's replies. Transient fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
-from service.handlers.ordering import DeliveryGate, KeyedSequencer
+from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
 from service.logs import log_context
 from service.placing import Delivery
 from service.store.outbox import PendingEvent
@@ -47,13 +48,19 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def order_key(body: dict[str, Any]) -> tuple[str, object]:
-    """Which order an action is for, as the producer named it (by `id` or `order_id`)."""
-    for name in ("id", "order_id"):
-        if name in body:
-            value = body[name]
-            return name, value if isinstance(value, int | str) else repr(value)
-    return "none", None
+def _channel_of(raw: Any) -> Any:
+    """The AMQP channel a delivery came on (aio-pika raises once it is closed)."""
+    try:
+        return raw.channel
+    except Exception:  # a closed channel
+        return _CLOSED
+
+
+class _ClosedChannel:
+    is_closed = True
+
+
+_CLOSED = _ClosedChannel()
 
 
 class TransientExhausted(Exception):
@@ -81,8 +88,10 @@ class Courier:
         self._broker = broker
         self._settings = settings
         self._topology = topology
-        self._gate = DeliveryGate()
-        self._sequencer = KeyedSequencer()
+        self.ordering = OrderedRunner()
+        self._ordered_in_flight = 0
+        self._ordered_idle = asyncio.Event()
+        self._ordered_idle.set()
 
     async def serve(
         self,
@@ -100,7 +109,34 @@ class Courier:
             message_id=raw.message_id,
             routing_key=routing_key,
         ):
-            await self._serve(message, work, routing_key, allow_empty=allow_empty, ordered=ordered)
+            if not ordered:
+                await self._serve(message, work, routing_key, allow_empty=allow_empty)
+                return
+            try:
+                await self.ordering.gate.admit(_channel_of(raw), raw.delivery_tag or 0)
+            except (Draining, Abandoned):
+                return  # left unacked: requeued in its place when the channel closes
+            self._ordered_in_flight += 1
+            self._ordered_idle.clear()
+            turn = self.ordering.turn()
+            try:
+                await self._serve(message, work, routing_key, allow_empty=allow_empty, turn=turn)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                raise
+            finally:
+                turn.release()
+                self._ordered_in_flight -= 1
+                if not self._ordered_in_flight:
+                    self._ordered_idle.set()
+
+    async def drain_ordered(self, grace: float) -> None:
+        """Shutting down: admit no more ordered deliveries and let the admitted ones finish,
+        so that closing the channel hands the rest, in order, to the next active consumer."""
+        self.ordering.gate.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ordered_idle.wait(), grace)
 
     async def _serve(
         self,
@@ -109,24 +145,22 @@ class Courier:
         routing_key: str,
         *,
         allow_empty: bool,
-        ordered: bool,
+        turn: Turn | None = None,
     ) -> None:
         raw = message.raw_message
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
         delivery = Delivery(
             raw.message_id or f"delivery:{uuid.uuid4()}", message.correlation_id or None
         )
-        if ordered:
-            await self._gate.admit(raw.channel, raw.delivery_tag or 0)
         refusal: OrderError | None = None
         attempts = 1
         try:
             body = decode_object(
                 message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
             )
-            if ordered:
-                reply = await self._sequencer.run(
-                    order_key(body), lambda: self._with_retries(work, body, delivery)
+            if turn is not None:
+                reply = await self.ordering.run(
+                    turn, body, lambda: self._with_retries(work, body, delivery)
                 )
             else:
                 reply = await self._with_retries(work, body, delivery)

@@ -2,7 +2,7 @@
 
 RabbitMQ delivers a queue's messages in order, but FastStream runs each delivery as its own
 task, and tasks reach the handler in any order. `DeliveryGate` admits deliveries of one
-channel in delivery-tag order again; `KeyedSequencer` then runs the work for one order
+channel in delivery-tag order again; `OrderedRunner` then runs the work for one order
 strictly one after another, in admission order, while different orders run concurrently.
 Across workers the action queue is single-active-consumer, so one worker at a time holds it.
 """
@@ -14,10 +14,18 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+class Draining(Exception):
+    """The worker is shutting down: this delivery is left for the next active consumer."""
+
+
+class Abandoned(Exception):
+    """The delivery's channel closed before it was admitted: its redelivered copy counts."""
 
 
 @dataclass
@@ -37,46 +45,157 @@ class DeliveryGate:
     def __init__(self, patience: float = 0.5) -> None:
         self._patience = patience
         self._channels: weakref.WeakKeyDictionary[object, _Channel] = weakref.WeakKeyDictionary()
+        self._closed = False
 
-    async def admit(self, channel: object, tag: int) -> None:
+    def close(self) -> None:
+        """Admit nothing more (shutting down): waiting and later deliveries get `Draining`."""
+        self._closed = True
+        for state in self._channels.values():
+            for turn in state.waiting.values():
+                if not turn.done():
+                    turn.set_result(None)
+
+    async def admit(self, channel: Any, tag: int) -> None:
+        """Return when every earlier delivery of `channel` was admitted.
+
+        Raises `Draining` when shutting down and `Abandoned` when the channel closed: its
+        unacknowledged deliveries are redelivered, so from the first one not yet admitted
+        on, they are left to their redelivered copies. The admitted ones are a prefix of the
+        channel's deliveries and all run, in order.
+        """
         state = self._channels.get(channel)
         if state is None:  # a new channel (start-up or after a reconnect): tags restart at 1
             state = self._channels[channel] = _Channel()
-        if tag > state.next_tag:
+        while tag > state.next_tag:
+            self._check(channel, state)
             turn = asyncio.get_running_loop().create_future()
             state.waiting[tag] = turn
             try:
                 await asyncio.wait_for(asyncio.shield(turn), self._patience)
             except TimeoutError:
-                log.warning(
-                    "delivery %d waited %.1fs for delivery %d; going ahead",
-                    tag,
-                    self._patience,
-                    state.next_tag,
-                )
+                if tag == min(state.waiting):  # the gap never filled: skip it, still in order
+                    log.warning("delivery %d gave up on %d", tag, state.next_tag)
+                    state.next_tag = tag
             finally:
                 state.waiting.pop(tag, None)
+        self._check(channel, state)
         state.next_tag = max(state.next_tag, tag + 1)
-        successor = state.waiting.get(state.next_tag)
-        if successor is not None and not successor.done():
-            successor.set_result(None)
+        _wake(state, state.next_tag)
+
+    def _check(self, channel: Any, state: _Channel) -> None:
+        if self._closed:
+            raise Draining
+        if getattr(channel, "is_closed", False):
+            for waiting in list(state.waiting):  # they all give up too
+                _wake(state, waiting)
+            raise Abandoned
+
+
+def _wake(state: _Channel, tag: int) -> None:
+    turn = state.waiting.get(tag)
+    if turn is not None and not turn.done():
+        turn.set_result(None)
 
 
 class KeyedSequencer:
-    """Runs work for the same key one at a time, in the order `run` was called."""
+    """Runs work for the same key one at a time, in the order `enter` was called."""
 
     def __init__(self) -> None:
         self._tails: dict[Hashable, asyncio.Future[None]] = {}
 
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+    def enter(self, key: Hashable) -> Slot:
+        """Take the next place for `key` (synchronously: the order of calls is the order)."""
         previous = self._tails.get(key)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[key] = done  # registered before the first await: order is call order
+        self._tails[key] = done
+        return Slot(self, key, previous, done)
+
+    def _leave(self, key: Hashable, done: asyncio.Future[None]) -> None:
+        done.set_result(None)
+        if self._tails.get(key) is done:
+            del self._tails[key]
+
+
+@dataclass
+class Slot:
+    """A place in one key's line: `async with slot:` waits for the ones before it."""
+
+    sequencer: KeyedSequencer
+    key: Hashable
+    previous: asyncio.Future[None] | None
+    done: asyncio.Future[None]
+
+    async def __aenter__(self) -> None:
+        if self.previous is not None:
+            try:
+                await asyncio.shield(self.previous)
+            except BaseException:
+                self.sequencer._leave(self.key, self.done)
+                raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self.sequencer._leave(self.key, self.done)
+
+
+@dataclass
+class Turn:
+    """A delivery's place among the admitted ones, until it has named its order."""
+
+    previous: asyncio.Future[None] | None
+    mine: asyncio.Future[None]
+
+    def release(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+
+
+OrderIdLookup = Callable[[int], Awaitable[int | None]]
+KNOWN_ORDER_NUMBERS = 100_000
+
+
+class OrderedRunner:
+    """Applies each order's actions in the order they were delivered.
+
+    The gate admits deliveries in delivery-tag order; each admitted delivery takes a `Turn`;
+    it then names its order by database id (an `order_id` is looked up once and
+    remembered: it never changes), and joins that order's line strictly in turn, so that
+    an order addressed by `id` in one action and by `order_id` in the next is still one
+    line. Lines of different orders run concurrently.
+    """
+
+    def __init__(self) -> None:
+        self.gate = DeliveryGate()
+        self.lookup: OrderIdLookup | None = None
+        self._sequencer = KeyedSequencer()
+        self._last: asyncio.Future[None] | None = None
+        self._ids: dict[int, int] = {}
+
+    def turn(self) -> Turn:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        turn, self._last = Turn(self._last, mine), mine
+        return turn
+
+    async def run(self, turn: Turn, body: dict[str, Any], work: Callable[[], Awaitable[T]]) -> T:
         try:
-            if previous is not None:
-                await asyncio.shield(previous)
-            return await work()
+            key = await self._key(body)
+            if turn.previous is not None:
+                await asyncio.shield(turn.previous)
+            slot = self._sequencer.enter(key)
         finally:
-            done.set_result(None)
-            if self._tails.get(key) is done:
-                del self._tails[key]
+            turn.release()
+        async with slot:
+            return await work()
+
+    async def _key(self, body: dict[str, Any]) -> Hashable:
+        id, order_id = body.get("id"), body.get("order_id")
+        if isinstance(id, int) and not isinstance(id, bool):
+            return id
+        if isinstance(order_id, int) and not isinstance(order_id, bool):
+            if order_id not in self._ids and self.lookup is not None:
+                found = await self.lookup(order_id)
+                if found is not None:
+                    if len(self._ids) >= KNOWN_ORDER_NUMBERS:
+                        self._ids.clear()
+                    self._ids[order_id] = found
+            return self._ids.get(order_id, ("order_id", order_id))
+        return ("other", repr(id), repr(order_id))  # invalid: refused, never applied

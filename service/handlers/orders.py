@@ -92,14 +92,17 @@ def order_router(
     router = RabbitRouter()
 
     def subscribe(
-        routing_key: str, description: str, channel: Channel | None = None
+        routing_key: str,
+        description: str,
+        channel: Channel | None = None,
+        ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
     ) -> RabbitSubscriber:
         return router.subscriber(
             topology.queue(routing_key),
             topology.commands,
             channel=channel,
             decoder=keep_bytes,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=ack_policy,
             no_reply=True,
             title=routing_key,
             description=description,
@@ -115,6 +118,7 @@ def order_router(
         ACTION,
         "Act on an order: update_status, cancel, complete, update_metadata.",
         Channel(prefetch_count=prefetch),
+        AckPolicy.MANUAL,  # the courier acks; on shutdown, held deliveries stay unacked
     )
     async def act_on_order(body: bytes, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.act, ordered=True)

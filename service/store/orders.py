@@ -97,6 +97,11 @@ class OrderStore:
         cursor = self._orders.find({"idempotency_key": {"$in": list(keys)}}, {"outbox": 0})
         return {doc["idempotency_key"]: order_from_document(doc) async for doc in cursor}
 
+    async def id_of(self, order_id: int) -> int | None:
+        """The database id of the order with this public number."""
+        doc = await self._orders.find_one({"order_id": order_id}, {"_id": 1})
+        return None if doc is None else int(doc["_id"])
+
     async def by_id(self, id: int) -> Order | None:
         return await self._one({"_id": id})
 

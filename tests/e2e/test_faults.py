@@ -210,12 +210,18 @@ CHAIN = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
 async def test_two_workers_apply_each_orders_actions_in_the_order_published(
-    fresh_client: AmqpClient, launcher: WorkerLauncher
+    fresh_client: AmqpClient, launcher: WorkerLauncher, stop: signal.Signals
 ) -> None:
     client = fresh_client
     database = new_database()
-    workers: list[Worker] = [launcher.start(database), launcher.start(database)]
+    # A small prefetch window, so that a stop often falls inside some order's chain.
+    small_prefetch = {"ORDERS_PREFETCH": "5"}
+    workers: list[Worker] = [
+        launcher.start(database, small_prefetch),
+        launcher.start(database, small_prefetch),
+    ]
     for worker in workers:
         await wait_until_ready(client, worker)
     events = await EventCollector.start(client.connection)
@@ -225,13 +231,14 @@ async def test_two_workers_apply_each_orders_actions_in_the_order_published(
         # Each order's chain back to back: the steps of one order sit next to each other in
         # the queue, many of them prefetched at once.
         for number, order in enumerate(orders):
-            for status in CHAIN:
+            for step, status in enumerate(CHAIN):
+                # The same order, named by `id` and by `order_id` in turn: still one line.
+                name = {"id": order["id"]} if step % 2 else {"order_id": order["order_id"]}
                 await client.publish(
-                    "orders.action",
-                    {"id": order["id"], "action": "update_status", "status": status},
+                    "orders.action", {**name, "action": "update_status", "status": status}
                 )
-            if number == len(orders) // 2:  # and a worker dies on the way; the other takes over
-                workers[0].process.send_signal(signal.SIGKILL)
+            if number == len(orders) // 2:  # a worker stops on the way; the other takes over
+                workers[0].process.send_signal(stop)
 
         changes = await events.wait_for_all(
             lambda e: e.routing_key == "order.status_changed" and e.body["customer_id"] == customer,

@@ -50,7 +50,10 @@ async def producer(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
 
 
 async def publish_until_confirmed(
-    connection: AbstractRobustConnection, body: dict[str, Any], message_id: str
+    connection: AbstractRobustConnection,
+    body: dict[str, Any],
+    message_id: str,
+    routing_key: str = "orders.place",
 ) -> int:
     """Publish persistently with a confirm; on a broken connection wait and publish again
     (safe: the order carries an idempotency key). Returns how many extra tries it took."""
@@ -67,7 +70,7 @@ async def publish_until_confirmed(
                         message_id=message_id,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
-                    routing_key="orders.place",
+                    routing_key=routing_key,
                 )
             finally:
                 if not channel.is_closed:
@@ -135,12 +138,66 @@ async def test_broker_restart_loses_nothing_and_consumers_come_back(
 
         for name in WORK_QUEUES:  # the worker's consumers came back on every queue
             declared = await channel.declare_queue(name, passive=True)
-            assert declared.declaration_result.consumer_count >= 1, name
+            count = declared.declaration_result.consumer_count
+            assert count is not None, name
+            assert count >= 1, name
 
         await amqp_client.ensure_open()
         reply = await amqp_client.request("orders.statuses", {})
         assert reply["data"] == STATUSES
         assert worker.process.poll() is None
         await channel.queue_delete(events.name)
+    finally:
+        await mongo.close()
+
+
+CHAIN = ["processing", "confirmed", "in_progress", "on_hold", "in_progress", "completed"]
+
+
+async def test_broker_restart_keeps_each_orders_actions_in_order(
+    amqp_client: AmqpClient,
+    launcher: WorkerLauncher,
+    producer: AbstractRobustConnection,
+    mongo_url: str,
+) -> None:
+    """A producer that waits for each confirm keeps its actions in order in the queue; a
+    restart in the middle must not let the worker apply them in another order."""
+    await amqp_client.ensure_open()
+    database = new_database()
+    workers = [launcher.start(database), launcher.start(database)]
+    for worker in workers:
+        await wait_until_ready(amqp_client, worker)
+    customer = new_customer_id()
+    ids = []
+    for _ in range(30):
+        reply = await amqp_client.request("orders.place", simple_order(customer))
+        ids.append(reply["data"]["id"])
+
+    async def produce() -> None:
+        for order_id in ids:
+            for step, status in enumerate(CHAIN):
+                body = {"id": order_id, "action": "update_status", "status": status}
+                await publish_until_confirmed(
+                    producer, body, f"{customer}-{order_id}-{step}", "orders.action"
+                )
+
+    producing = asyncio.create_task(produce())
+    await asyncio.sleep(0.5)
+    await restart_broker()
+    await producing
+
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    orders = mongo[database]["orders"]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        done = {"customer_id": customer, "version": len(CHAIN) + 1}
+        while await orders.count_documents(done) < len(ids):
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        async for order in orders.find({"customer_id": customer}):
+            history = [entry["to"] for entry in order["status_history"][1:]]
+            assert history == CHAIN, f"order {order['_id']}: {history}"
     finally:
         await mongo.close()
