@@ -19,7 +19,7 @@ from schemas.events import (
     OrderStatusChanged,
 )
 from schemas.orders import HistoryEntry, OrderView
-from schemas.queries import GetOrder, ListOrders, OrderFilters, OrderStatsQuery
+from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderFilters, OrderStatsQuery
 from schemas.replies import ErrorBody, ErrorReply, ListReply, Pagination, Reply, StatsView
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "HistoryEntry",
     "ListOrders",
     "ListReply",
+    "ListStatuses",
     "OrderAction",
     "OrderActionAdapter",
     "OrderCommandRejected",

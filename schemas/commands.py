@@ -36,7 +36,7 @@ class Contract(BaseModel):
 
 
 class OrderItem(Contract):
-    product_id: Annotated[int, Field(strict=True)] | Reference = Field(
+    product_id: Annotated[int, Field(strict=True, ge=-(2**63), lt=2**63)] | Reference = Field(
         description="Product reference: an integer or a string.", examples=[1]
     )
     product_name: ShortText = Field(
@@ -88,7 +88,11 @@ class ActionTarget(Contract):
     id: DatabaseId | None = None
     order_id: PublicOrderId | None = None
     expected_version: int | None = Field(
-        default=None, strict=True, ge=1, description="Refuse unless the order is at this version."
+        default=None,
+        strict=True,
+        ge=1,
+        le=2**62,
+        description="Refuse unless the order is at this version.",
     )
     request_id: ShortText | None = Field(
         default=None, description="A repeated request_id on the same order is applied once."

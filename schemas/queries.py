@@ -12,6 +12,10 @@ from schemas.commands import Contract
 from schemas.types import DatabaseId, PublicOrderId, Reference, Status
 
 
+class ListStatuses(Contract):
+    """The eight statuses, in order (routing key `orders.statuses`): `{}` or an empty body."""
+
+
 class GetOrder(Contract):
     """Fetch one order by database `id` or public `order_id`."""
 

@@ -11,6 +11,7 @@ import orjson
 from service.domain.errors import BadRequest
 
 MAX_DEPTH = 64
+MAX_EXPONENT = 1000
 
 
 def _refuse_constant(name: str) -> Any:
@@ -41,7 +42,8 @@ def decode_object(raw: bytes, *, limit: int, allow_empty: bool = False) -> dict[
 
 
 def _check_tree(body: dict[str, Any]) -> None:
-    """Refuse bodies nested deeper than MAX_DEPTH or carrying lone surrogates (not UTF-8)."""
+    """Refuse bodies nested deeper than MAX_DEPTH, carrying lone surrogates (not UTF-8), or
+    numbers no field could hold (`1e5000000` would cost seconds to turn into an integer)."""
     stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
         value, depth = stack.pop()
@@ -55,6 +57,10 @@ def _check_tree(body: dict[str, Any]) -> None:
             stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str):
             _check_text(value)
+        elif isinstance(value, Decimal) and (
+            not value.is_finite() or abs(value.adjusted()) > MAX_EXPONENT
+        ):
+            raise BadRequest(f"Message body has a number beyond 1e{MAX_EXPONENT}")
 
 
 def _check_text(text: str) -> None:
@@ -72,7 +78,18 @@ def _default(value: Any) -> Any:
 
 def encode(value: Any) -> bytes:
     """JSON bytes; a `Decimal` is written as an exact JSON number."""
-    return orjson.dumps(value, default=_default)
+    try:
+        return orjson.dumps(value, default=_default)
+    except (TypeError, orjson.JSONEncodeError):
+        # What orjson refuses (integers beyond 64 bits, deep nesting) can only be an echo of
+        # hostile input: the standard library writes it, decimals as text.
+        return json.dumps(value, default=_decimal_as_text, ensure_ascii=False).encode()
+
+
+def _decimal_as_text(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 REJECTED_PAYLOAD_LIMIT = 16 * 1024
@@ -82,8 +99,11 @@ def payload_for_rejection(raw: bytes) -> Any:
     """The rejected body as JSON when it parses, else as text (cut at 16 KiB)."""
     if len(raw) <= REJECTED_PAYLOAD_LIMIT:
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            payload = orjson.loads(raw)
+            orjson.dumps(payload)  # nested too deep or too big to write back: send the text
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
             pass
+        else:
+            return payload
     text = raw[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
     return text if len(raw) <= REJECTED_PAYLOAD_LIMIT else f"{text}... ({len(raw)} bytes)"

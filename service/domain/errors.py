@@ -40,9 +40,10 @@ class UnknownAction(OrderError):
     code = "unknown_action"
 
     def __init__(self, action: object, known: Sequence[str]) -> None:
+        shown = action[:100] if isinstance(action, str) else f"<{type(action).__name__}>"
         super().__init__(
-            f"Unknown action {action!r}; expected one of: {', '.join(known)}",
-            {"action": action, "allowed": list(known)},
+            f"Unknown action {shown!r}; expected one of: {', '.join(known)}",
+            {"action": shown, "allowed": list(known)},
         )
 
 

@@ -10,7 +10,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
 from schemas.commands import PlaceOrder
-from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
+from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderStatsQuery
 from service.domain.statuses import OrderStatus
 from service.domain.views import order_view
 from service.handlers.delivery import Courier
@@ -69,6 +69,7 @@ class OrderHandlers:
         return {"success": True, "data": await self._orders.stats(parse(OrderStatsQuery, body))}
 
     async def statuses(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
+        parse(ListStatuses, body)
         return {"success": True, "data": [str(status) for status in OrderStatus]}
 
 

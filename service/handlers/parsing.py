@@ -34,7 +34,9 @@ def _clean_loc(loc: tuple[int | str, ...], body: Any) -> list[int | str]:
     for part in loc:
         if _holds(current, part):
             current = current[part]
-        elif isinstance(part, str) and ("[" in part or part in _PYDANTIC_TAGS):
+        elif isinstance(part, str) and (
+            "[" in part or part in _PYDANTIC_TAGS or part.startswith("constrained-")
+        ):
             continue
         else:
             current = None
