@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pymongo.errors import PyMongoError
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -191,8 +193,12 @@ class OrderedRunner:
         if isinstance(id, int) and not isinstance(id, bool):
             return id
         if isinstance(order_id, int) and not isinstance(order_id, bool):
-            if order_id not in self._ids and self.lookup is not None:
-                found = await self.lookup(order_id)
+            if order_id not in self._ids and self.lookup is not None and 0 < order_id < 2**62:
+                try:
+                    found = await self.lookup(order_id)
+                except PyMongoError:  # the action's own retries wait out the outage
+                    log.warning("could not look up order %d to order its actions", order_id)
+                    found = None
                 if found is not None:
                     if len(self._ids) >= KNOWN_ORDER_NUMBERS:
                         self._ids.clear()
