@@ -29,6 +29,8 @@ class Delivery:
 
     message_id: str | None = None
     correlation_id: str | None = None
+    reply: bool = True
+    """Whether anybody waits for a reply (`reply_to`): without one, no reply data is built."""
 
     @property
     def key(self) -> str | None:

@@ -6,6 +6,7 @@ Transport-free: the AMQP handlers (and any other entry point) call these.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,12 @@ from typing import Any
 from schemas.commands import OrderAction, PlaceOrder
 from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from service.domain import order as domain
-from service.domain.errors import ConcurrentChange, OrderNotFound
+from service.domain.errors import (
+    ConcurrentChange,
+    InvalidTransition,
+    OrderNotFound,
+    VersionConflict,
+)
 from service.domain.order import Order
 from service.placing import Delivery, Placed, Placer
 from service.store.orders import OrderStore
@@ -38,6 +44,27 @@ def draw_order_number() -> int:
     return ORDER_NUMBER_MIN + secrets.randbelow(ORDER_NUMBER_SPAN)
 
 
+class RecentOrders:
+    """The orders this worker last wrote, by id and by order number (bounded, LRU)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._orders: OrderedDict[int, Order] = OrderedDict()
+        self._ids: dict[int, int] = {}
+
+    def remember(self, order: Order) -> None:
+        self._orders[order.id] = order
+        self._orders.move_to_end(order.id)
+        self._ids[order.order_id] = order.id
+        while len(self._orders) > self._size:
+            _, old = self._orders.popitem(last=False)
+            self._ids.pop(old.order_id, None)
+
+    def get(self, id: int | None, order_id: int | None) -> Order | None:
+        key = id if id is not None else self._ids.get(order_id or 0)
+        return None if key is None else self._orders.get(key)
+
+
 class OrderService:
     def __init__(
         self,
@@ -58,6 +85,7 @@ class OrderService:
         self._relay = relay
         self._currency = default_currency
         self._clock = clock
+        self._recent = RecentOrders()
         self._placer = Placer(
             store,
             relay,
@@ -70,23 +98,46 @@ class OrderService:
 
     async def place(self, command: PlaceOrder, delivery: Delivery) -> Placed:
         """Create the order once per idempotency key (else per AMQP message id)."""
-        return await self._placer.place(command, delivery)
+        placed = await self._placer.place(command, delivery)
+        self._recent.remember(placed.order)
+        return placed
 
     async def act(self, action: OrderAction, delivery: Delivery) -> Order:
-        """Apply one action with a conditional write; a lost race is decided again on a re-read."""
+        """Apply one action with a conditional write; a lost race is decided again on a re-read.
+
+        The first decision may be taken on the order as this worker last wrote it (it holds
+        the action queue, so that is usually current); anything but a successful write —
+        a refusal, a no-op, a missed write — is decided again on a fresh read.
+        """
         request_key = action.request_id or delivery.key
+        order = self._recent.get(action.id, action.order_id)
+        from_cache = order is not None
+        version = 0
         for _ in range(DECISION_ATTEMPTS):
-            order = await self._load(action.id, action.order_id)
-            change = domain.decide(order, action, request_key, self._clock())
+            if order is None:
+                order, from_cache = await self._load(action.id, action.order_id), False
+            version = order.version
+            try:
+                change = domain.decide(order, action, request_key, self._clock())
+            except (VersionConflict, InvalidTransition):
+                if not from_cache:
+                    raise
+                order = None
+                continue
             if change is None:
+                if from_cache:  # confirm a no-op on a fresh read
+                    order = None
+                    continue
                 if request_key in order.applied_requests:
                     await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
             pending = await self._store.apply(change, delivery.correlation_id)
             if pending is not None:
+                self._recent.remember(change.after)
                 await self._relay.flush(order.id, pending)
                 return change.after
-        raise ConcurrentChange(order.version)
+            order = None  # lost a race, or the remembered order was stale: read it again
+        raise ConcurrentChange(version)
 
     async def get(self, query: GetOrder) -> Order:
         return await self._load(query.id, query.order_id)

@@ -150,7 +150,9 @@ class Courier:
         raw = message.raw_message
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
         delivery = Delivery(
-            raw.message_id or f"delivery:{uuid.uuid4()}", message.correlation_id or None
+            raw.message_id or f"delivery:{uuid.uuid4()}",
+            message.correlation_id or None,
+            reply=bool(message.reply_to),
         )
         refusal: OrderError | None = None
         attempts = 1

@@ -41,7 +41,8 @@ class OrderHandlers:
     async def place(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         placed = await self._orders.place(parse(PlaceOrder, body), delivery)
         message = "Order already placed" if placed.replayed else "Order placed successfully"
-        return {"success": True, "message": message, "data": order_view(placed.order)}
+        data = order_view(placed.order) if delivery.reply else None
+        return {"success": True, "message": message, "data": data}
 
     async def act(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         action = parse_action(body)
@@ -49,7 +50,7 @@ class OrderHandlers:
         return {
             "success": True,
             "message": f"Action {action.action} applied",
-            "data": order_view(order),
+            "data": order_view(order) if delivery.reply else None,
         }
 
     async def get(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:

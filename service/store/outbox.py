@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.batching import MicroBatcher
 from service.failpoints import CRASH_BEFORE_PUBLISH, Failpoints
 from service.store.client import ORDERS, Document
 
@@ -52,6 +54,9 @@ class OutboxRelay:
         self._sweep_seconds = sweep_seconds
         self._grace = timedelta(seconds=grace_seconds)
         self._failpoints = failpoints or Failpoints()
+        self._clear: MicroBatcher[tuple[int, tuple[str, ...]], None] = MicroBatcher(
+            self._clear_batch, max_size=500, max_wait=0.001
+        )
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
 
@@ -92,10 +97,19 @@ class OutboxRelay:
                     break
                 published.append(event.event_id)
             if published:
-                await self._orders.update_one(
-                    {"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": published}}}}
-                )
+                await self._clear.submit((id, tuple(published)))
             return len(published)
+
+    async def _clear_batch(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> list[None]:
+        """Remove published events from their outboxes, many orders in one round trip."""
+        await self._orders.bulk_write(
+            [
+                UpdateOne({"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": list(ids)}}}})
+                for id, ids in items
+            ],
+            ordered=False,
+        )
+        return [None] * len(items)
 
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         """Publish the first events of orders just created (nothing can precede them), all
