@@ -40,11 +40,12 @@ class DeliveryGate:
     """Admits the deliveries of each channel in delivery-tag order.
 
     Tags on a channel count up from 1 without gaps, so a delivery waits for its predecessor.
-    A predecessor that never arrives (it cannot, short of a bug) is given up on after
-    `patience` seconds, so nothing waits forever.
+    Under load a task can take a while to get here, so the wait is generous; a predecessor
+    that never arrives (it cannot, short of a bug: every delivery of the channel reaches
+    this gate) is given up on after `patience` seconds, in order, so nothing waits forever.
     """
 
-    def __init__(self, patience: float = 0.5) -> None:
+    def __init__(self, patience: float = 10.0) -> None:
         self._patience = patience
         self._channels: weakref.WeakKeyDictionary[object, _Channel] = weakref.WeakKeyDictionary()
         self._closed = False
