@@ -1,0 +1,1 @@
+"""The benchmark harness: `make bench` (`python -m bench.run`); see docs/benchmarks.md."""
