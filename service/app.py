@@ -107,7 +107,7 @@ class Worker:
             applier = RollupApplier(client, db, currency=settings.default_currency)
             self.background += [
                 asyncio.create_task(self.relay.run(), name="outbox-relay"),
-                asyncio.create_task(applier.run(interval=0.2), name="rollup-applier"),
+                asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
             ]
             yield
         finally:

@@ -94,7 +94,11 @@ class OrderStore:
         return [None] * len(docs)
 
     async def by_idempotency_keys(self, keys: Collection[str]) -> dict[str, Order]:
-        cursor = self._orders.find({"idempotency_key": {"$in": list(keys)}}, {"outbox": 0})
+        # `$type` repeats the partial index's filter: without it the planner cannot use the
+        # index and scans the collection.
+        cursor = self._orders.find(
+            {"idempotency_key": {"$in": list(keys), "$type": "string"}}, {"outbox": 0}
+        )
         return {doc["idempotency_key"]: order_from_document(doc) async for doc in cursor}
 
     async def id_of(self, order_id: int) -> int | None:
@@ -109,7 +113,7 @@ class OrderStore:
         return await self._one({"order_id": order_id})
 
     async def by_idempotency_key(self, key: str) -> Order | None:
-        return await self._one({"idempotency_key": key})
+        return await self._one({"idempotency_key": {"$eq": key, "$type": "string"}})
 
     async def _one(self, query: Document) -> Order | None:
         doc = await self._orders.find_one(query, ORDER_FIELDS)

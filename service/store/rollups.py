@@ -91,7 +91,7 @@ class RollupApplier:
         db: AsyncDatabase[Document],
         *,
         currency: str,
-        batch: int = 500,
+        batch: int = 2000,
     ) -> None:
         self._client = client
         self._db = db
