@@ -189,3 +189,11 @@ async def test_indexes_serve_the_common_filters(db: AsyncDatabase[Document]) -> 
         await db["orders"].find({"status": {"$in": ["pending"]}}).sort("created_at", -1).explain()
     )
     assert "status_created" in str(plan["queryPlanner"]["winningPlan"])
+
+
+async def test_idempotency_lookups_use_their_partial_index(
+    db: AsyncDatabase[Document], relay: OutboxRelay
+) -> None:
+    keys = {"idempotency_key": {"$in": ["a", "b"], "$type": "string"}}  # as the store asks
+    plan = await db["orders"].find(keys).explain()
+    assert "idempotency_key_unique" in str(plan["queryPlanner"]["winningPlan"])
