@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import platform
 import signal
@@ -89,9 +90,11 @@ def infrastructure(logdir: Path) -> Iterator[Infra]:
                 )
                 yield Infra(mongo, url, vhost, workdir, logdir)
             finally:
+                _kill_leftovers()
                 log(f"deleting vhost {vhost}")
                 _delete_vhost(vhost)
         finally:
+            _kill_leftovers()
             log("stopping mongod")
             mongo.stop()
 
@@ -141,6 +144,22 @@ class WorkerFailed(RuntimeError):
     """The worker exited or never became ready."""
 
 
+_STARTED: list[Worker] = []
+"""Every worker this process started, so none outlives the run (see `_kill_leftovers`)."""
+
+
+def _kill_leftovers() -> None:
+    """SIGKILL any worker still alive: the last line of cleanup, when a run is interrupted
+    (a worker whose broker and database went away may never finish a graceful stop)."""
+    for worker in _STARTED:
+        if worker.alive():
+            log(f"killing leftover worker {worker.pid}")
+            worker.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(STOP_TIMEOUT)
+    _STARTED.clear()
+
+
 def start_worker(infra: Infra, database: str, name: str, prefetch: int = 256) -> Worker:
     """`<venv>/bin/faststream run --factory service.app:create_app`, as `make run` does."""
     env = {
@@ -161,7 +180,9 @@ def start_worker(infra: Infra, database: str, name: str, prefetch: int = 256) ->
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return Worker(process, database, log_path)
+    worker = Worker(process, database, log_path)
+    _STARTED.append(worker)
+    return worker
 
 
 async def stop_worker(worker: Worker) -> int:
@@ -172,6 +193,7 @@ async def stop_worker(worker: Worker) -> int:
         try:
             await asyncio.to_thread(process.wait, STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            log(f"worker {worker.pid} did not stop within {STOP_TIMEOUT:.0f}s; killing it")
             process.kill()
             await asyncio.to_thread(process.wait, STOP_TIMEOUT)
     return process.returncode
@@ -283,6 +305,38 @@ def loadavg() -> float | None:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def code_version() -> dict[str, Any]:
+    """Which code was measured: HEAD, and a digest of the (possibly uncommitted) service."""
+    digest = hashlib.sha256()
+    files = sorted((REPO_ROOT / "service").rglob("*.py")) + sorted(
+        (REPO_ROOT / "schemas").rglob("*.py")
+    )
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    found: dict[str, Any] = {"service_sha256": digest.hexdigest()[:16]}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - read-only
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        found["git_head"] = head.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "schemas"],  # noqa: S607
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        found["service_uncommitted_changes"] = bool(dirty.stdout.strip())
+    return found
 
 
 def machine() -> dict[str, Any]:

@@ -52,6 +52,8 @@ async def _wait_events(counter: EventCounter, worker: Worker, timeout: float) ->
     while not counter.done.is_set():
         if not worker.alive():
             raise WorkerFailed(f"worker exited mid-run:\n{worker.log_tail()}")
+        if counter.queue.channel.is_closed:
+            raise ConnectionError("the broker closed the event queue's channel (a restart?)")
         if loop.time() > deadline:
             raise BenchError(
                 f"{len(counter.seen)} of {counter.target} events within {timeout:.0f}s"
@@ -72,7 +74,7 @@ async def _drained(connection: AbstractConnection, queue: str, worker: Worker) -
 
 
 def _timeout(n: int) -> float:
-    return 120.0 + n / 20
+    return 120.0 + n / 50
 
 
 async def _run_from_queue(

@@ -11,7 +11,7 @@ from typing import Any
 
 RSS_GROWTH_TOLERANCE_MB = 10.0
 """`no growth`: after the last of the identical soak rounds the worker's RSS is at most this
-much above its RSS after the first."""
+much above its RSS after the second (the first half is warm-up)."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from bench.infra import (
     Worker,
     WorkerFailed,
     chaos_running,
+    code_version,
     infrastructure,
     log,
     machine,
@@ -209,7 +210,8 @@ async def _soak(
     first_new_id: int,
 ) -> dict[str, Any]:
     """The same live workload `SOAK_ROUNDS` times; RSS after each round. Growth = the last
-    round's RSS minus the first's (the first round warms up): a leak keeps climbing."""
+    round's RSS minus the second's (the first half warms up allocator pools and caches): a
+    leak keeps climbing through the second half."""
     per_round = scale.soak_orders // SOAK_ROUNDS
     rounds: list[dict[str, Any]] = []
     for number in range(1, SOAK_ROUNDS + 1):
@@ -227,7 +229,9 @@ async def _soak(
     after = [r["rss_mb"] for r in rounds if "rss_mb" in r]
     return {
         "soak": rounds,
-        "rss_growth_mb": round(after[-1] - after[0], 1) if len(after) > 1 else None,
+        "rss_growth_mb": (
+            round(after[-1] - after[SOAK_ROUNDS // 2 - 1], 1) if len(after) == SOAK_ROUNDS else None
+        ),
     }
 
 
@@ -334,8 +338,18 @@ def attempt(scale: Scale) -> tuple[dict[str, Any], float]:
     log(f"scale {scale.name}: N={scale.orders:,}, dataset {scale.dataset:,}")
     sampler = RssSampler()
     with infrastructure(LOGS) as infra:
-        described = {"machine": machine(), "versions": versions(infra.mongo)}
+        described = {
+            "machine": machine(),
+            "versions": versions(infra.mongo),
+            "code": code_version(),  # as the run starts: others may be editing `service/`
+        }
         measured = asyncio.run(bench(infra, scale, sampler))
+    phases: dict[str, float] = {}
+    for sample in measured.get("rss_trace", []):
+        if sample.get("load1") is not None:
+            phase = sample["phase"]
+            phases[phase] = max(phases.get(phase, 0.0), sample["load1"])
+    measured["load1_max_by_phase"] = phases
     return described | measured, round(time.monotonic() - started, 1)
 
 

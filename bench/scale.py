@@ -40,12 +40,12 @@ FULL = Scale(
     customers=50_000,
     query_repeats=50,
     query_min_repeats=5,
-    query_budget_s=20.0,
+    query_budget_s=15.0,
     rpc_rate=200.0,
     rpc_seconds=10.0,
     rpc_warmup_s=2.0,
-    soak_orders=6_000,
-    cursor_walk_budget_s=150.0,
+    soak_orders=1_600,
+    cursor_walk_budget_s=90.0,
 )
 SMALL = Scale(
     name="small",
