@@ -10,6 +10,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, WriteError
 
+from service.batching import MicroBatcher
 from service.domain.events import Event
 from service.domain.order import REMEMBERED_REQUESTS, Change, Order
 from service.store.client import COUNTERS, ORDERS, Document
@@ -63,10 +64,19 @@ def _duplicate(error: dict[str, Any]) -> Exception:
     return WriteError(error.get("errmsg", "write failed"), error.get("code"), error)
 
 
+LOAD_BATCH = 500
+"""Most orders read by id in one `find`."""
+
+
 class OrderStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._orders = db[ORDERS]
         self._counters = db[COUNTERS]
+        # Reads by id that arrive together (or while one runs) share one `$in` find; an idle
+        # worker adds no wait.
+        self._loads: MicroBatcher[int, Order | None] = MicroBatcher(
+            self._by_ids, max_size=LOAD_BATCH, max_wait=0.0
+        )
 
     async def allocate_ids(self, count: int) -> range:
         """`count` consecutive database ids in one counter update."""
@@ -107,7 +117,14 @@ class OrderStore:
         return None if doc is None else int(doc["_id"])
 
     async def by_id(self, id: int) -> Order | None:
-        return await self._one({"_id": id})
+        return await self._loads.submit(id)
+
+    async def _by_ids(self, ids: Sequence[int]) -> list[Order | None]:
+        found = {
+            doc["_id"]: order_from_document(doc)
+            async for doc in self._orders.find({"_id": {"$in": list(set(ids))}}, ORDER_FIELDS)
+        }
+        return [found.get(id) for id in ids]
 
     async def by_order_id(self, order_id: int) -> Order | None:
         return await self._one({"order_id": order_id})
