@@ -97,7 +97,7 @@ class Worker:
             self.courier.ordering.lookup = store.id_of
             self.handlers.service = OrderService(
                 store,
-                OrderQueries(db),
+                OrderQueries(db, client),
                 OrderStats(db, client),
                 self.relay,
                 default_currency=settings.default_currency,

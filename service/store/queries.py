@@ -12,15 +12,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderFilters
 from service.domain.errors import ValidationFailed
 from service.domain.order import Order
-from service.domain.statuses import CLOSED
+from service.domain.statuses import CLOSED, OrderStatus
 from service.store.client import ORDERS, Document
 from service.store.documents import ORDER_FIELDS, order_from_document
+from service.store.rollups import status_counts
 
 SORT_FIELDS = {
     "created_at": "created_at",
@@ -82,8 +83,13 @@ class Page:
 
 
 class OrderQueries:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], client: AsyncMongoClient[Document] | None = None
+    ) -> None:
+        """With `client`, a count by status alone comes from the stats rollups."""
+        self._db = db
         self._orders = db[ORDERS]
+        self._client = client
 
     async def page(self, query: ListOrders) -> Page:
         """One page of orders, the total matching, the last page number (at least 1) and a
@@ -111,10 +117,15 @@ class OrderQueries:
         )
 
     async def _count(self, where: Document) -> int:
-        """Matching orders; for no filter at all, the collection's own count (a full count
-        of a million orders reads every one of them)."""
+        """Matching orders; for no filter at all, the collection's own count, and for a
+        status filter alone, the rollups (a full count of a million orders reads every one
+        of them, and a count by status an index entry per order)."""
         if not where:
             return await self._orders.estimated_document_count()
+        if self._client is not None and set(where) == {"status"}:
+            counts = await status_counts(self._client, self._db)
+            wanted = where["status"].get("$in", [str(s) for s in OrderStatus])
+            return sum(counts.get(s, 0) for s in wanted if s not in where["status"].get("$nin", ()))
         return await self._orders.count_documents(where)
 
     async def _search_page(

@@ -80,6 +80,11 @@ def change_deltas(change: Change) -> list[Document]:
     return deltas
 
 
+def _bucket_id(key: Document) -> Document:
+    """A bucket's `_id` with its fields in the one order an upsert matches on."""
+    return {"day": key["day"], "status": key["status"], "currency": key["currency"]}
+
+
 def _bucket_key(delta: Document) -> tuple[str, str, str]:
     return delta["day"], delta["status"], delta["currency"]
 
@@ -104,43 +109,71 @@ class RollupApplier:
             return await session.with_transaction(self._apply)
 
     async def _apply(self, session: AsyncClientSession) -> int:
-        orders = self._db[ORDERS]
-        cursor = orders.find(
-            PENDING,
-            {"rollups_pending": 1},
+        # mongod sums the deltas; only the sums and the delta ids travel back
+        unwound = [{"$unwind": "$rollups_pending"}, {"$replaceWith": "$rollups_pending"}]
+        cursor = await self._db[ORDERS].aggregate(
+            [
+                {"$match": PENDING},
+                {"$limit": self._batch},
+                {"$project": {"rollups_pending": 1}},
+                {
+                    "$facet": {
+                        "orders": [{"$project": {"d": "$rollups_pending._d"}}],
+                        "buckets": [
+                            *unwound,
+                            {"$match": {"day": {"$exists": True}}},
+                            {
+                                "$group": {
+                                    "_id": {
+                                        "day": "$day",
+                                        "status": "$status",
+                                        "currency": "$currency",
+                                    },
+                                    "n": {"$sum": "$n"},
+                                    "t": {"$sum": "$t"},
+                                }
+                            },
+                        ],
+                        "customers": [
+                            *unwound,
+                            {"$match": {"customer_id": {"$exists": True}}},
+                            {
+                                "$group": {
+                                    "_id": {"customer": "$customer_id", "currency": "$currency"},
+                                    "n": {"$sum": "$n"},
+                                    "kept": {"$sum": "$kept"},
+                                }
+                            },
+                        ],
+                    }
+                },
+            ],
             session=session,
-        ).limit(self._batch)
-        docs = await cursor.to_list()
-        if not docs:
+        )
+        (sums,) = await cursor.to_list()
+        if not sums["orders"]:
             return 0
-        buckets: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
-        customers: dict[str, Document] = {}
-        for doc in docs:
-            for delta in doc["rollups_pending"]:
-                if "day" in delta:
-                    bucket = buckets[_bucket_key(delta)]
-                    bucket[0] += delta["n"]
-                    bucket[1] += delta["t"]
-                else:
-                    inc = customers.setdefault(
-                        delta["customer_id"], {"n": 0, f"kept.{self._currency}": ZERO}
-                    )
-                    inc["n"] += delta["n"]
-                    field = f"kept.{delta['currency']}"
-                    inc[field] = inc.get(field, ZERO) + delta["kept"]
-        if buckets:
+        if sums["buckets"]:
             await self._db[ORDER_COUNTS].bulk_write(
                 [
                     UpdateOne(
-                        {"_id": {"day": day, "status": status, "currency": currency}},
-                        {"$inc": {"n": n, "t": t}},
+                        {"_id": _bucket_id(b["_id"])},
+                        {"$inc": {"n": b["n"], "t": b["t"]}},
                         upsert=True,
                     )
-                    for (day, status, currency), (n, t) in buckets.items()
+                    for b in sums["buckets"]
                 ],
                 ordered=False,
                 session=session,
             )
+        customers: dict[str, Document] = {}
+        for c in sums["customers"]:
+            inc = customers.setdefault(
+                c["_id"]["customer"], {"n": 0, f"kept.{self._currency}": ZERO}
+            )
+            inc["n"] += c["n"]
+            field = f"kept.{c['_id']['currency']}"
+            inc[field] = inc.get(field, ZERO) + c["kept"]
         if customers:
             await self._db[CUSTOMER_COUNTS].bulk_write(
                 [
@@ -150,24 +183,19 @@ class RollupApplier:
                 ordered=False,
                 session=session,
             )
-        await orders.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": doc["_id"]},
-                    {
-                        "$pull": {
-                            "rollups_pending": {
-                                "_d": {"$in": [d["_d"] for d in doc["rollups_pending"]]}
-                            }
-                        }
-                    },
-                )
-                for doc in docs
-            ],
-            ordered=False,
+        # delta ids are unique, so one update removes exactly the deltas summed above
+        await self._db[ORDERS].update_many(
+            {"_id": {"$in": [doc["_id"] for doc in sums["orders"]]}},
+            {
+                "$pull": {
+                    "rollups_pending": {
+                        "_d": {"$in": [d for doc in sums["orders"] for d in doc["d"]]}
+                    }
+                }
+            },
             session=session,
         )
-        return len(docs)
+        return len(sums["orders"])
 
     async def run(self, interval: float) -> None:
         """Apply pending deltas until cancelled; outages are waited out."""
@@ -311,6 +339,36 @@ async def global_stats(
         repeat=repeat,
         currency=currency,
     )
+
+
+async def status_counts(
+    client: AsyncMongoClient[Document], db: AsyncDatabase[Document]
+) -> dict[str, int]:
+    """How many orders have each status, from the rollups plus pending deltas, in one
+    snapshot (a count by status need not read an index entry per order)."""
+    by_status = [{"$group": {"_id": "$status", "n": {"$sum": "$n"}}}]
+    async with client.start_session(snapshot=True) as session:
+        counted = await (
+            await db[ORDER_COUNTS].aggregate(
+                [{"$project": {"status": "$_id.status", "n": 1}}, *by_status], session=session
+            )
+        ).to_list()
+        pending = await (
+            await db[ORDERS].aggregate(
+                [
+                    {"$match": PENDING},
+                    {"$unwind": "$rollups_pending"},
+                    {"$replaceWith": "$rollups_pending"},
+                    {"$match": {"day": {"$exists": True}}},
+                    *by_status,
+                ],
+                session=session,
+            )
+        ).to_list()
+    counts: dict[str, int] = defaultdict(int)
+    for row in (*counted, *pending):
+        counts[row["_id"]] += row["n"]
+    return dict(counts)
 
 
 def _combine(

@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schemas.queries import OrderFilters
 from service.domain.money import ZERO, round_money
 from service.domain.statuses import CLOSED, NO_REVENUE, OrderStatus
-from service.store.client import ORDERS, Document
+from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
 from service.store.rollups import global_stats
 
@@ -30,6 +30,8 @@ def stats_pipeline(filters: OrderFilters, currency: str) -> list[Document]:
     revenue = {"$cond": [counts, "$total", Decimal128("0")]}
     return [
         {"$match": order_filter(filters)},
+        # only what the index by customer carries: stats by customer never fetch an order
+        {"$project": {"_id": 0, **dict.fromkeys(STATS_FIELDS, 1)}},
         {
             "$facet": {
                 "totals": [

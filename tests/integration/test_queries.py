@@ -13,11 +13,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schemas.queries import ListOrders, OrderStatsQuery
 from service.domain.errors import ValidationFailed
 from service.placing import Delivery
-from service.store.client import Document
+from service.store.client import Document, ensure_indexes
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
-from service.store.stats import OrderStats
+from service.store.stats import OrderStats, stats_pipeline
 from service.usecases import OrderService
 from tests.integration.builders import place_order
 
@@ -191,9 +191,35 @@ async def test_indexes_serve_the_common_filters(db: AsyncDatabase[Document]) -> 
     assert "status_created" in str(plan["queryPlanner"]["winningPlan"])
 
 
+async def test_stats_by_customer_read_the_index_alone(
+    db: AsyncDatabase[Document], known: list[dict[str, Any]]
+) -> None:
+    pipeline = stats_pipeline(OrderStatsQuery(customer_id="alice"), "EUR")
+    plan = await db.command(
+        "explain",
+        {"aggregate": "orders", "pipeline": pipeline, "cursor": {}},
+        verbosity="executionStats",
+    )
+    text = str(plan)
+    assert "customer_created_id_stats" in text
+    assert "'totalDocsExamined': 0" in text
+    assert "'totalKeysExamined': 0" not in text
+
+
 async def test_idempotency_lookups_use_their_partial_index(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
     keys = {"idempotency_key": {"$in": ["a", "b"], "$type": "string"}}  # as the store asks
     plan = await db["orders"].find(keys).explain()
     assert "idempotency_key_unique" in str(plan["queryPlanner"]["winningPlan"])
+
+
+async def test_an_index_an_earlier_version_made_is_replaced(db: AsyncDatabase[Document]) -> None:
+    await db["orders"].drop_index("customer_created_id_stats")
+    await db["orders"].create_index(
+        [("customer_id", 1), ("created_at", -1), ("_id", -1)], name="customer_created_id"
+    )
+    await ensure_indexes(db)
+    names = {index["name"] async for index in await db["orders"].list_indexes()}
+    assert "customer_created_id_stats" in names
+    assert "customer_created_id" not in names

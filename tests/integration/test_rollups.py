@@ -1,5 +1,6 @@
-"""The stats rollups are exact: rollups plus pending deltas equal the pipeline over the orders,
-before, during and after the applier runs, and when built from orders loaded directly."""
+"""The stats rollups are exact: rollups plus pending deltas equal the pipeline over the orders
+(and list totals by status equal a count of the orders), before, during and after the applier
+runs, and when built from orders loaded directly."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.commands import UpdateStatus
-from schemas.queries import OrderStatsQuery
+from schemas.queries import ListOrders, OrderStatsQuery
 from service.domain.statuses import TRANSITIONS, OrderStatus
 from service.placing import Delivery
 from service.store.client import ORDERS, Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
-from service.store.queries import OrderQueries
+from service.store.queries import OrderQueries, order_filter
 from service.store.rollups import (
     ORDER_COUNTS,
     ROLLUP_STATE,
@@ -68,11 +69,24 @@ async def _workload(
             await orders.act(action, Delivery())
 
 
+STATUS_LISTS: list[dict[str, object]] = [
+    {"status": ["pending"]},
+    {"status": ["completed", "cancelled", "refunded"]},
+    {"active_only": True},
+    {"active_only": True, "status": ["pending", "completed", "on_hold"]},
+]
+"""List queries by status alone, whose totals come from the rollups."""
+
+
 async def _both(
     db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> tuple[dict[str, object], dict[str, object]]:
     from_rollups = await global_stats(client, db, "EUR")
     from_orders = await OrderStats(db).aggregate(OrderStatsQuery(), "EUR")
+    for filters in STATUS_LISTS:  # list totals by status agree too
+        query = ListOrders.model_validate(filters)
+        total = (await OrderQueries(db, client).page(query)).total
+        assert total == await db[ORDERS].count_documents(order_filter(query)), filters
     return from_rollups, from_orders
 
 
