@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractConnection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.amqp import EXAMPLE_ORDER, EventCounter, RpcClient, encode, preload, queue_depth
+from bench.cpu import cpu_seconds
 from bench.infra import Infra, RssSampler, Worker, WorkerFailed, log, start_worker, stop_worker
 from bench.numbers import ms, percentile
 from bench.scale import Scale
@@ -40,6 +41,8 @@ class Throughput:
     messages: int
     seconds: float
     duplicates: int
+    worker_cpu_s: float | None = None
+    """CPU the worker used in its whole life (start-up and drain included)."""
 
     @property
     def per_second(self) -> float:
@@ -110,11 +113,12 @@ async def _run_from_queue(
         try:
             seconds = await _wait_events(counter, worker, _timeout(n))
             await _drained(connection, queue, worker)
+            worker_cpu_s = cpu_seconds(worker.pid)
         finally:
             sampler.sample()
             await stop_worker(worker)
             sampler.watch(None, "")
-        return Throughput(n, seconds, counter.duplicates)
+        return Throughput(n, seconds, counter.duplicates, worker_cpu_s)
 
 
 async def worker_place(

@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bench import dataset, naive
 from bench.amqp import RpcClient
+from bench.cpu import CpuMeter
 from bench.infra import (
     REPO_ROOT,
     Infra,
@@ -85,22 +86,33 @@ async def throughput(
     every figure is the median of the rounds."""
     plain = naive.naive_client(infra.mongo.url)
     rounds: list[dict[str, float]] = []
+    cpu_rounds: list[dict[str, dict[str, float]]] = []
     try:
         await create_topology(infra, sampler, "bench_topology")
         for rep in range(1, scale.repeats + 1):
             naive_orders = plain[f"bench_naive_{rep}"]["orders"]
+            mongod = infra.mongo.process.pid if infra.mongo.process else None
             log(f"round {rep}/{scale.repeats}: naive place, {scale.orders:,} messages")
+            meter = CpuMeter.begin(mongod)
             naive_place = await naive.run_place(connection, naive_orders, scale.orders)
+            cpu = {"naive_place": meter.per_message(scale.orders)}
             log(f"  naive place: {naive_place.per_second:,.0f}/s")
+            meter = CpuMeter.begin(mongod)
             naive_action = await naive.run_action(connection, naive_orders, "pending", "processing")
+            cpu["naive_action"] = meter.per_message(naive_action.messages)
             log(f"  naive action: {naive_action.per_second:,.0f}/s")
             db = database(mongo, f"bench_tp_{rep}")
+            meter = CpuMeter.begin(mongod)
             place = await worker_place(infra, sampler, connection, db, n=scale.orders, rep=rep)
+            cpu["worker_place"] = meter.per_message(place.messages, place.worker_cpu_s)
             log(f"  worker place: {place.per_second:,.0f}/s")
+            meter = CpuMeter.begin(mongod)
             action = await worker_action(
                 infra, sampler, connection, db, source="pending", target="processing", rep=rep
             )
+            cpu["worker_action"] = meter.per_message(action.messages, action.worker_cpu_s)
             log(f"  worker action: {action.per_second:,.0f}/s")
+            log(f"  CPU ms per message by process: {cpu}")
             for run in (naive_place, naive_action):
                 if run.events != run.messages:
                     raise RuntimeError(f"naive run published {run.events} of {run.messages}")
@@ -114,6 +126,7 @@ async def throughput(
                     "action_event_duplicates": action.duplicates,
                 }
             )
+            cpu_rounds.append(cpu)
             await plain.drop_database(f"bench_naive_{rep}")
             await mongo.drop_database(f"bench_tp_{rep}")
     finally:
@@ -134,6 +147,13 @@ async def throughput(
         figures["action_per_s"] / figures["naive_action_per_s"], 2
     )
     figures["throughput_rounds"] = [{k: round(v, 1) for k, v in r.items()} for r in rounds]
+    figures["cpu_ms_per_message"] = {
+        phase: {
+            process: round(statistics.median(r[phase][process] for r in cpu_rounds), 2)
+            for process in cpu_rounds[0][phase]
+        }
+        for phase in cpu_rounds[0]
+    }
     return figures
 
 
