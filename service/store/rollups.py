@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from bson.decimal128 import Decimal128
 from pymongo import DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -83,10 +84,6 @@ def change_deltas(change: Change) -> list[Document]:
 def _bucket_id(key: Document) -> Document:
     """A bucket's `_id` with its fields in the one order an upsert matches on."""
     return {"day": key["day"], "status": key["status"], "currency": key["currency"]}
-
-
-def _bucket_key(delta: Document) -> tuple[str, str, str]:
-    return delta["day"], delta["status"], delta["currency"]
 
 
 class RollupApplier:
@@ -297,12 +294,46 @@ async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> N
     )
 
 
+def _bucket_sums(currency: str) -> list[Document]:
+    """The buckets summed in mongod: by status and currency (counts, revenue per currency)
+    and by day (orders, and the revenue that counts: kept, in `currency`)."""
+    kept = {"$not": [{"$in": ["$_id.status", sorted(str(s) for s in NO_REVENUE)]}]}
+    counted = {"$and": [kept, {"$eq": ["$_id.currency", currency]}]}
+    return [
+        {"$match": {"n": {"$ne": 0}}},
+        {
+            "$facet": {
+                "statuses": [
+                    {
+                        "$group": {
+                            "_id": {"status": "$_id.status", "currency": "$_id.currency"},
+                            "n": {"$sum": "$n"},
+                            "t": {"$sum": "$t"},
+                        }
+                    }
+                ],
+                "days": [
+                    {
+                        "$group": {
+                            "_id": "$_id.day",
+                            "n": {"$sum": "$n"},
+                            "t": {"$sum": {"$cond": [counted, "$t", Decimal128("0")]}},
+                        }
+                    }
+                ],
+            }
+        },
+    ]
+
+
 async def global_stats(
     client: AsyncMongoClient[Document], db: AsyncDatabase[Document], currency: str
 ) -> dict[str, Any]:
     """The stats over every order, from the rollups plus pending deltas, in one snapshot."""
     async with client.start_session(snapshot=True) as session:
-        buckets = await db[ORDER_COUNTS].find({"n": {"$ne": 0}}, session=session).to_list()
+        (sums,) = await (
+            await db[ORDER_COUNTS].aggregate(_bucket_sums(currency), session=session)
+        ).to_list()
         pending = await (
             await db[ORDERS].aggregate(
                 [
@@ -331,7 +362,7 @@ async def global_stats(
             .to_list()
         }
     return _combine(
-        buckets=buckets,
+        sums=sums,
         pending=pending,
         top=top,
         before=before,
@@ -373,7 +404,7 @@ async def status_counts(
 
 def _combine(
     *,
-    buckets: list[Document],
+    sums: Document,
     pending: list[Document],
     top: list[Document],
     before: dict[str, Document],
@@ -381,18 +412,24 @@ def _combine(
     repeat: int,
     currency: str,
 ) -> dict[str, Any]:
-    counts: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
-    for doc in buckets:
-        key = doc["_id"]
-        counts[key["day"], key["status"], key["currency"]] = [doc["n"], doc["t"]]
+    statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+    for row in sums["statuses"]:
+        statuses[row["_id"]["status"], row["_id"]["currency"]] = [row["n"], Decimal(row["t"])]
+    days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
+    for row in sums["days"]:
+        days[row["_id"]] = [row["n"], Decimal(row["t"])]
     customers = {doc["_id"]: _customer_view(doc, currency) for doc in top}
     for customer_id, doc in before.items():
         customers[customer_id] = _customer_view(doc, currency)
     for delta in pending:
         if "day" in delta:
-            bucket = counts[_bucket_key(delta)]
-            bucket[0] += delta["n"]
-            bucket[1] += delta["t"]
+            status = statuses[delta["status"], delta["currency"]]
+            status[0] += delta["n"]
+            status[1] += delta["t"]
+            day = days[delta["day"]]
+            day[0] += delta["n"]
+            if _kept(OrderStatus(delta["status"])) and delta["currency"] == currency:
+                day[1] += delta["t"]
             continue
         cid = delta["customer_id"]
         was = customers.setdefault(cid, {"customer_id": cid, "orders": 0, "revenue": ZERO})
@@ -402,7 +439,7 @@ def _combine(
             was["revenue"] += delta["kept"]
         unique += (was_n == 0 < was["orders"]) - (was["orders"] == 0 < was_n)
         repeat += (was_n <= 1 < was["orders"]) - (was["orders"] <= 1 < was_n)
-    return _stats(counts, customers, unique, repeat, currency)
+    return _stats(statuses, days, customers, unique=unique, repeat=repeat, currency=currency)
 
 
 def _customer_view(doc: Document, currency: str) -> dict[str, Any]:
@@ -414,8 +451,10 @@ def _customer_view(doc: Document, currency: str) -> dict[str, Any]:
 
 
 def _stats(
-    counts: dict[tuple[str, str, str], list[Any]],
+    statuses: dict[tuple[str, str], list[Any]],
+    days: dict[str, list[Any]],
     customers: dict[str, dict[str, Any]],
+    *,
     unique: int,
     repeat: int,
     currency: str,
@@ -423,14 +462,12 @@ def _stats(
     breakdown = {str(s): 0 for s in OrderStatus}
     by_currency: dict[str, Decimal] = defaultdict(lambda: ZERO)
     kept_currency: dict[str, int] = defaultdict(int)
-    days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
     revenue, counted, total, active = ZERO, 0, 0, 0
-    for (day, status, cur), (n, t) in counts.items():
+    for (status, cur), (n, t) in statuses.items():
         if n == 0:
             continue
         breakdown[status] += n
         total += n
-        days[day][0] += n
         if OrderStatus(status) not in CLOSED:
             active += n
         if not _kept(OrderStatus(status)):
@@ -440,7 +477,6 @@ def _stats(
         if cur == currency:
             revenue += t
             counted += n
-            days[day][1] += t
     ranked = sorted(
         (c for c in customers.values() if c["orders"] > 0),
         key=lambda c: (-c["revenue"], -c["orders"], c["customer_id"]),
