@@ -2,10 +2,11 @@
 
 Every change pushes its deltas into the order's `rollups_pending` array in the same
 single-document write as the change itself. The applier moves them into `order_counts` (per
-UTC day, status and currency: orders and their total) and `customer_counts` (per customer:
-orders, and the kept revenue per currency) in a transaction that also removes them from the
-order, so each delta is counted exactly once, whatever crashes or runs twice. Stats without
-filters read the rollups plus whatever is still pending, in one snapshot.
+UTC day, status and currency: orders and their total), `status_counts` (orders per status)
+and `customer_counts` (per customer: orders, and the kept revenue per currency) in a
+transaction that also removes them from the order, so each delta is counted exactly once,
+whatever crashes or runs twice. Stats without filters, and list totals by status, read the
+rollups plus whatever is still pending, in one snapshot.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ log = logging.getLogger(__name__)
 
 ORDER_COUNTS = "order_counts"
 CUSTOMER_COUNTS = "customer_counts"
+STATUS_COUNTS = "status_counts"
 ROLLUP_STATE = "rollup_state"
+BUILT = "built-v2"
+"""The marker of a completed build; a new name when the rollups change shape, so a worker
+of this version rebuilds rollups an earlier version made (v2 added `status_counts`)."""
 TOP_CUSTOMERS = 10
 BUILD_WAIT_SECONDS = 120
 PENDING: Document = {"rollups_pending._d": {"$exists": True}}
@@ -163,6 +168,19 @@ class RollupApplier:
                 ordered=False,
                 session=session,
             )
+        statuses: dict[str, int] = defaultdict(int)
+        for b in sums["buckets"]:
+            statuses[b["_id"]["status"]] += b["n"]
+        if any(statuses.values()):
+            await self._db[STATUS_COUNTS].bulk_write(
+                [
+                    UpdateOne({"_id": status}, {"$inc": {"n": n}}, upsert=True)
+                    for status, n in statuses.items()
+                    if n
+                ],
+                ordered=False,
+                session=session,
+            )
         customers: dict[str, Document] = {}
         for c in sums["customers"]:
             inc = customers.setdefault(
@@ -212,17 +230,17 @@ async def ensure_rollups(db: AsyncDatabase[Document], currency: str) -> None:
     version, or directly into the database). Runs at start-up, before consuming."""
     state = db[ROLLUP_STATE]
     try:  # one worker claims the build; the others wait for it (bounded)
-        await state.insert_one({"_id": "built", "done": False, "at": datetime.now(UTC)})
+        await state.insert_one({"_id": BUILT, "done": False, "at": datetime.now(UTC)})
     except DuplicateKeyError:
         for _ in range(BUILD_WAIT_SECONDS):
-            marker = await state.find_one({"_id": "built"})
+            marker = await state.find_one({"_id": BUILT})
             if marker is None or marker.get("done", True):
                 return
             await asyncio.sleep(1.0)
         log.warning("the rollup build of another worker did not finish; building them here")
     log.info("building the stats rollups from the orders")
-    await db[ORDER_COUNTS].delete_many({})
-    await db[CUSTOMER_COUNTS].delete_many({})
+    for rollup in (ORDER_COUNTS, CUSTOMER_COUNTS, STATUS_COUNTS):
+        await db[rollup].delete_many({})
     orders = db[ORDERS]
     await orders.update_many(PENDING, {"$set": {"rollups_pending": []}})
     await (
@@ -278,7 +296,15 @@ async def ensure_rollups(db: AsyncDatabase[Document], currency: str) -> None:
             ]
         )
     ).to_list()
-    await state.update_one({"_id": "built"}, {"$set": {"done": True}}, upsert=True)
+    await (
+        await db[ORDER_COUNTS].aggregate(
+            [
+                {"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}},
+                {"$merge": {"into": STATUS_COUNTS}},
+            ]
+        )
+    ).to_list()
+    await state.update_one({"_id": BUILT}, {"$set": {"done": True}}, upsert=True)
 
 
 async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> None:
@@ -379,11 +405,7 @@ async def status_counts(
     snapshot (a count by status need not read an index entry per order)."""
     by_status = [{"$group": {"_id": "$status", "n": {"$sum": "$n"}}}]
     async with client.start_session(snapshot=True) as session:
-        counted = await (
-            await db[ORDER_COUNTS].aggregate(
-                [{"$project": {"status": "$_id.status", "n": 1}}, *by_status], session=session
-            )
-        ).to_list()
+        counted = await db[STATUS_COUNTS].find({}, session=session).to_list()
         pending = await (
             await db[ORDERS].aggregate(
                 [

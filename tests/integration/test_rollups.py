@@ -23,6 +23,7 @@ from service.store.queries import OrderQueries, order_filter
 from service.store.rollups import (
     ORDER_COUNTS,
     ROLLUP_STATE,
+    STATUS_COUNTS,
     RollupApplier,
     ensure_rollup_indexes,
     ensure_rollups,
@@ -131,3 +132,20 @@ async def test_rollups_are_built_from_orders_loaded_directly(
     assert rollups == pipeline
     stats = await OrderStats(db, client).compute(OrderStatsQuery(), "EUR")
     assert stats == pipeline
+
+
+async def test_rollups_an_earlier_version_built_are_rebuilt(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    await _workload(db, relay, client)
+    # as version 1 left them: its marker, and no status totals (it did not keep them)
+    await db[ROLLUP_STATE].delete_many({})
+    await db[ROLLUP_STATE].insert_one({"_id": "built", "done": True})
+    await db[STATUS_COUNTS].drop()
+
+    await ensure_rollups(db, "EUR")
+    assert await db[STATUS_COUNTS].count_documents({}) > 0
+    rollups, pipeline = await _both(db, client)  # list totals by status are checked too
+    assert rollups == pipeline
