@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, WriteError
 
@@ -66,6 +66,8 @@ def _duplicate(error: dict[str, Any]) -> Exception:
 
 LOAD_BATCH = 500
 """Most orders read by id in one `find`."""
+WRITE_BATCH = 500
+"""Most changes written in one `bulk_write`."""
 
 
 class OrderStore:
@@ -76,6 +78,9 @@ class OrderStore:
         # worker adds no wait.
         self._loads: MicroBatcher[int, Order | None] = MicroBatcher(
             self._by_ids, max_size=LOAD_BATCH, max_wait=0.0
+        )
+        self._writes: MicroBatcher[tuple[Change, str | None], list[Document] | None] = MicroBatcher(
+            self._apply_batch, max_size=WRITE_BATCH, max_wait=0.0
         )
 
     async def allocate_ids(self, count: int) -> range:
@@ -139,33 +144,89 @@ class OrderStore:
     async def apply(self, change: Change, correlation_id: str | None) -> list[Document] | None:
         """Write `change` if the order is still at the status and version it was decided on.
 
-        One conditional `find_one_and_update`; the event goes into the outbox in the same
-        write. Returns the order's pending events after the write (its own and any left
-        behind), or None: somebody else changed the order first, so re-read and decide again.
+        A conditional write (the filter holds that status and version); the event goes into
+        the outbox in the same write. Returns the order's pending events after the write
+        (its own and any left behind), or None: somebody else changed the order first, so
+        re-read and decide again. Changes that arrive together share one `bulk_write` and
+        one read of the outboxes (see `_apply_batch`).
         """
-        before, after = change.before, change.after
-        push: Document = {"outbox": outbox_entry(change.event, correlation_id)}
-        if change.history is not None:
-            push["status_history"] = history_document(change.history)
-        if deltas := change_deltas(change):
-            push["rollups_pending"] = {"$each": deltas}
-        if change.request_key is not None:
-            push["applied_requests"] = {
-                "$each": [change.request_key],
-                "$slice": -REMEMBERED_REQUESTS,
-            }
+        if change.request_key is None:  # nothing to recognise it by in a batch's read-back
+            return await self._apply_one(change, correlation_id)
+        return await self._writes.submit((change, correlation_id))
+
+    async def _apply_one(self, change: Change, correlation_id: str | None) -> list[Document] | None:
+        """One conditional `find_one_and_update`, which returns the outbox it left."""
         written = await self._orders.find_one_and_update(
-            {"_id": before.id, "version": before.version, "status": str(before.status)},
-            {
-                "$set": {
-                    "status": str(after.status),
-                    "metadata": after.metadata,
-                    "version": after.version,
-                    "updated_at": after.updated_at,
-                },
-                "$push": push,
-            },
+            _change_filter(change),
+            _change_update(change, correlation_id),
             projection={"outbox": 1},
             return_document=ReturnDocument.AFTER,
         )
         return None if written is None else list(written.get("outbox", []))
+
+    async def _apply_batch(
+        self, items: Sequence[tuple[Change, str | None]]
+    ) -> list[list[Document] | BaseException | None]:
+        """The batch's conditional writes in one unordered `bulk_write`, then one read of
+        the orders: a change was written when its request key is among the order's applied
+        requests (pushed by the same write), and its pending events are the order's outbox.
+        A single change keeps the one round trip of `find_one_and_update`."""
+        if len(items) == 1:
+            return [await self._apply_one(*items[0])]
+        errors: dict[int, BaseException] = {}
+        try:
+            result = await self._orders.bulk_write(
+                [UpdateOne(_change_filter(c), _change_update(c, cid)) for c, cid in items],
+                ordered=False,
+            )
+            everything = result.matched_count == len(items)
+        except BulkWriteError as exc:
+            everything = False
+            for error in exc.details.get("writeErrors", []):
+                errors[error["index"]] = WriteError(
+                    error.get("errmsg", "write failed"), error.get("code"), error
+                )
+        ids = list({change.before.id for change, _ in items})
+        orders = {
+            doc["_id"]: doc
+            async for doc in self._orders.find(
+                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests": 1}
+            )
+        }
+        outcome: list[list[Document] | BaseException | None] = []
+        for index, (change, _) in enumerate(items):
+            doc = orders.get(change.before.id)
+            if index in errors:
+                outcome.append(errors[index])
+            elif doc is not None and (
+                everything or change.request_key in doc.get("applied_requests", ())
+            ):
+                outcome.append(list(doc.get("outbox", [])))
+            else:
+                outcome.append(None)
+        return outcome
+
+
+def _change_filter(change: Change) -> Document:
+    before = change.before
+    return {"_id": before.id, "version": before.version, "status": str(before.status)}
+
+
+def _change_update(change: Change, correlation_id: str | None) -> Document:
+    after = change.after
+    push: Document = {"outbox": outbox_entry(change.event, correlation_id)}
+    if change.history is not None:
+        push["status_history"] = history_document(change.history)
+    if deltas := change_deltas(change):
+        push["rollups_pending"] = {"$each": deltas}
+    if change.request_key is not None:
+        push["applied_requests"] = {"$each": [change.request_key], "$slice": -REMEMBERED_REQUESTS}
+    return {
+        "$set": {
+            "status": str(after.status),
+            "metadata": after.metadata,
+            "version": after.version,
+            "updated_at": after.updated_at,
+        },
+        "$push": push,
+    }

@@ -185,3 +185,57 @@ async def test_events_of_one_order_are_published_in_version_order(
     ]
     versions = [change["version"] for change in changes]
     assert versions == [2, 3, 4, 5, 6]
+
+
+async def _find_and_modify_count(db: AsyncDatabase[Document]) -> int:
+    status = await db.client.admin.command("serverStatus")
+    return int(status["metrics"]["commands"]["findAndModify"]["total"])
+
+
+async def test_actions_that_arrive_together_share_one_write_and_each_applies_once(
+    db: AsyncDatabase[Document], orders: OrderService, publisher: RecordingPublisher
+) -> None:
+    placed = await asyncio.gather(*(orders.place(place_order(), NO_DELIVERY) for _ in range(30)))
+    before = await _find_and_modify_count(db)
+    changed = await asyncio.gather(
+        *(
+            orders.act(
+                UpdateStatus(action="update_status", id=p.order.id, status="processing"),
+                Delivery(message_id=f"act-{p.order.id}"),
+            )
+            for p in placed
+        )
+    )
+
+    assert await _find_and_modify_count(db) - before < len(placed)  # batched, not one each
+    assert {(o.status, o.version) for o in changed} == {(OrderStatus.PROCESSING, 2)}
+    stored = await db["orders"].find({"_id": {"$in": [p.order.id for p in placed]}}).to_list()
+    assert {(d["status"], d["version"], len(d["outbox"])) for d in stored} == {("processing", 2, 0)}
+    changes = [e for e in publisher.published if e.routing_key == "order.status_changed"]
+    assert sorted(json.loads(e.payload)["id"] for e in changes) == sorted(
+        p.order.id for p in placed
+    )
+
+
+async def test_in_one_write_batch_only_one_of_twenty_actions_at_one_version_wins(
+    orders: OrderService, publisher: RecordingPublisher
+) -> None:
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    targets = [OrderStatus.PROCESSING, OrderStatus.CONFIRMED, OrderStatus.ON_HOLD] * 7
+    results = await asyncio.gather(
+        *(
+            orders.act(
+                UpdateStatus(action="update_status", id=order.id, status=t, expected_version=1),
+                Delivery(message_id=f"racer-{n}"),
+            )
+            for n, t in enumerate(targets[:20])
+        ),
+        return_exceptions=True,
+    )
+
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert sum(isinstance(r, VersionConflict) for r in results) == 19
+    final = await orders.get(GetOrder(id=order.id))
+    assert (final.version, final.status) == (2, winners[0].status)
+    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 1
