@@ -18,7 +18,8 @@ import logging
 from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -124,7 +125,7 @@ class HealthServer:
             status=200 if ready else 503,
         )
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """The text format Prometheus asks for in `Accept` (0.0.4 text when it says none)."""
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self._registry), headers={"Content-Type": content_type})

@@ -87,9 +87,14 @@ async def test_ready_only_while_running_with_every_consumer_attached(
             status, body = await get(http, f"{base}/health/ready")
             assert (status, body["checks"]["worker"]) == (503, "stopping")
 
-        status, text = await get(http, f"{base}/metrics")
-        assert status == 200
-        assert "probe_total 1.0" in text
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            assert "probe_total 1.0" in await response.text()
+        openmetrics = "application/openmetrics-text; version=1.0.0"
+        async with http.get(f"{base}/metrics", headers={"Accept": openmetrics}) as response:
+            assert response.headers["Content-Type"].startswith(openmetrics)
+            assert (await response.text()).endswith("# EOF\n")
     finally:
         await server.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
