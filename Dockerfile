@@ -23,4 +23,8 @@ RUN uv sync --frozen --no-default-groups
 RUN useradd --system --uid 10001 --no-create-home orders
 USER orders
 
+# /health/live, /health/ready and /metrics (ORDERS_HTTP_PORT), reachable from outside.
+ENV ORDERS_HTTP_HOST=0.0.0.0
+EXPOSE 8081
+
 CMD ["faststream", "run", "--factory", "service.app:create_app"]

@@ -168,6 +168,7 @@ def start_worker(infra: Infra, database: str, name: str, prefetch: int = 256) ->
         "ORDERS_MONGO_URL": infra.mongo.url,
         "ORDERS_MONGO_DATABASE": database,
         "ORDERS_PREFETCH": str(prefetch),
+        "ORDERS_HTTP_PORT": "0",  # several workers on one host: no health endpoints to clash
     }
     log_path = infra.logdir / f"worker-{name}.log"
     faststream = Path(sys.executable).parent / "faststream"

@@ -114,7 +114,8 @@ class WorkerPool:
             process = subprocess.Popen(
                 [str(faststream), "run", "--factory", "service.app:create_app"],
                 cwd=self.source_dir,
-                env={**os.environ, **self.env},
+                # several workers on one host: no health endpoints to clash on a port
+                env={**os.environ, "ORDERS_HTTP_PORT": "0", **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ import aio_pika
 from aio_pika.abc import AbstractQueue
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -23,7 +24,9 @@ from service.failpoints import Failpoints
 from service.handlers.delivery import Courier
 from service.handlers.orders import OrderHandlers, order_router
 from service.handlers.watchdog import ConsumerWatchdog
+from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
+from service.metrics import ServiceMetrics
 from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
@@ -41,7 +44,7 @@ STARTUP_WAIT_SECONDS = 120.0
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
-    worker = Worker(settings)
+    worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
     return FastStream(
         worker.broker,
         lifespan=worker.lifespan,
@@ -54,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
 class Worker:
     """The broker, the handlers and the background tasks of one worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.names = topology(settings)
         self.broker = RabbitBroker(
             settings.amqp_url.get_secret_value(),
@@ -63,22 +67,42 @@ class Worker:
             graceful_timeout=settings.shutdown_seconds,
             log_level=logging.DEBUG,
             fail_fast=False,  # started while RabbitMQ is down: wait for it
+            middlewares=[metrics.middleware],
         )
-        self.courier = Courier(self.broker, settings, self.names)
+        self.courier = Courier(self.broker, settings, self.names, metrics)
         self.handlers = OrderHandlers()
         self.broker.include_router(
             order_router(self.handlers, self.courier, self.names, prefetch=settings.prefetch)
         )
         self.watchdog = ConsumerWatchdog(self.broker)
+        self.readiness = Readiness(self.watchdog)
         self.relay: OutboxRelay | None = None
         self.background: list[asyncio.Task[None]] = []
         self.watchdog_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """MongoDB, indexes, rollups, topology and the relay, before consuming starts."""
+        """The health endpoints first (live while the rest waits for its services), then
+        MongoDB, indexes, rollups, topology and the relay, before consuming starts."""
+        settings = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.http_port:
+                health = HealthServer(
+                    self.readiness,
+                    self.metrics.registry,
+                    host=settings.http_host,
+                    port=settings.http_port,
+                )
+                await health.start()
+                stack.push_async_callback(health.stop)
+            async with self._storage_and_relay():
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _storage_and_relay(self) -> AsyncIterator[None]:
         settings = self.settings
         client = connect(settings.mongo_url.get_secret_value())
+        self.readiness.client = client
         try:
             db = database(client, settings.mongo_database)
             await _wait_for_mongo(client)
@@ -92,6 +116,7 @@ class Worker:
                 sweep_seconds=settings.outbox_sweep_seconds,
                 grace_seconds=settings.outbox_grace_seconds,
                 failpoints=Failpoints(settings.failpoints),
+                report_backlog=self.metrics.backlog,
             )
             store = OrderStore(db)
             self.courier.ordering.lookup = store.id_of
@@ -111,12 +136,15 @@ class Worker:
             ]
             yield
         finally:
+            self.readiness.client = None
             await client.close()
 
     async def start_watchdog(self) -> None:
         self.watchdog_task = asyncio.create_task(self.watchdog.run(), name="consumer-watchdog")
+        self.readiness.phase = Phase.RUNNING
 
     async def stop_watchdog(self) -> None:
+        self.readiness.phase = Phase.STOPPING
         await _cancel([self.watchdog_task] if self.watchdog_task else [])
 
     async def hand_over_actions(self) -> None:

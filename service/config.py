@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     shutdown_seconds: Annotated[float, Field(gt=0)] = Field(
         default=20.0, description="How long SIGTERM waits for in-flight messages and the outbox."
     )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the health and metrics endpoints (0.0.0.0 in a container).",
+    )
+    http_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=8081,
+        description="Port of /health/live, /health/ready and /metrics; 0 serves none of them.",
+    )
     failpoints: frozenset[str] = Field(
         default=frozenset(),
         description="Fault injection for the reliability tests only, e.g. "

@@ -24,6 +24,7 @@ from service.domain import events
 from service.domain.errors import OrderError
 from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
 from service.logs import log_context
+from service.metrics import ServiceMetrics
 from service.placing import Delivery
 from service.store.outbox import PendingEvent
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
@@ -84,10 +85,17 @@ def error_reply(error: OrderError) -> dict[str, Any]:
 class Courier:
     """Carries each message through its use case and delivers the outcome."""
 
-    def __init__(self, broker: RabbitBroker, settings: Settings, topology: Topology) -> None:
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        settings: Settings,
+        topology: Topology,
+        metrics: ServiceMetrics,
+    ) -> None:
         self._broker = broker
         self._settings = settings
         self._topology = topology
+        self._metrics = metrics
         self.ordering = OrderedRunner()
         self._ordered_in_flight = 0
         self._ordered_idle = asyncio.Event()
@@ -186,6 +194,8 @@ class Courier:
                 return
             refusal = OrderError(INTERNAL)
             reply = error_reply(refusal)
+        if refusal is not None:
+            self._metrics.refused(routing_key, refusal.code)
         if message.reply_to:
             await self._reply(message, reply)
         if refusal is not None and (not message.reply_to or refusal.code == "internal_error"):
@@ -283,6 +293,7 @@ class Courier:
             persist=True,
             mandatory=False,
         )
+        self._metrics.dead_letter(routing_key, error.code)
 
     async def publish_event(self, event: PendingEvent) -> None:
         """Publish persistently with a publisher confirm; `message_id` is the event id."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -24,6 +24,18 @@ from service.failpoints import CRASH_BEFORE_PUBLISH, Failpoints
 from service.store.client import ORDERS, Document
 
 log = logging.getLogger(__name__)
+
+BACKLOG_PIPELINE: list[Document] = [
+    # Through the partial `outbox_pending` index: only orders with pending events are in it,
+    # and every entry has its timestamp `at`.
+    {
+        "$match": {
+            "outbox.0": {"$exists": True},
+            "outbox.at": {"$gte": datetime(1970, 1, 1, tzinfo=UTC)},
+        }
+    },
+    {"$group": {"_id": None, "events": {"$sum": {"$size": "$outbox"}}}},
+]
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,10 @@ class OutboxRelay:
         sweep_seconds: float,
         grace_seconds: float,
         failpoints: Failpoints | None = None,
+        report_backlog: Callable[[int], None] | None = None,
     ) -> None:
         self._orders = db[ORDERS]
+        self._report_backlog = report_backlog
         self._publisher = publisher
         self._sweep_seconds = sweep_seconds
         self._grace = timedelta(seconds=grace_seconds)
@@ -142,8 +156,15 @@ class OutboxRelay:
             published += await self.flush(doc["_id"])
         return published
 
+    async def backlog(self) -> int:
+        """How many events wait in outboxes, committed but not yet published."""
+        cursor = await self._orders.aggregate(BACKLOG_PIPELINE)
+        totals = await cursor.to_list(1)
+        return int(totals[0]["events"]) if totals else 0
+
     async def run(self) -> None:
-        """Sweep at start-up and then periodically until cancelled; outages are waited out."""
+        """Sweep at start-up and then periodically until cancelled; outages are waited out.
+        After each sweep, the backlog left is reported (to the `outbox_backlog` gauge)."""
         older_than = timedelta(0)  # at start-up, everything a previous run left behind
         while True:
             try:
@@ -151,6 +172,8 @@ class OutboxRelay:
                 older_than = self._grace
                 if published:
                     log.info("outbox sweep published %d events", published)
+                if self._report_backlog is not None:
+                    self._report_backlog(await self.backlog())
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -15,6 +15,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from devtools.embedded_mongo import free_port
+
 from .amqp_client import COMMANDS_EXCHANGE, AmqpClient, decode_object
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,12 @@ class Worker:
     process: subprocess.Popen[bytes]
     log_path: Path
     database: str
+    http_port: int
+    """Of its health and metrics endpoints on 127.0.0.1 (0: none)."""
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self.log_path, lines)
@@ -55,7 +63,8 @@ def start_worker(
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
 ) -> Worker:
-    """``faststream run --factory service.app:create_app`` from the repo root."""
+    """``faststream run --factory service.app:create_app`` from the repo root, its health
+    and metrics endpoints on a free port (several workers run at once)."""
     env = {
         **os.environ,
         "ORDERS_AMQP_URL": amqp_url,
@@ -63,6 +72,8 @@ def start_worker(
         "ORDERS_MONGO_DATABASE": database,
         "ORDERS_PREFETCH": "32",
         "ORDERS_LOG_LEVEL": "INFO",
+        "ORDERS_HTTP_HOST": "127.0.0.1",
+        "ORDERS_HTTP_PORT": str(free_port()),
         **(extra_env or {}),
     }
     faststream = Path(sys.executable).parent / "faststream"
@@ -74,7 +85,7 @@ def start_worker(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return Worker(process, log_path, database)
+    return Worker(process, log_path, database, int(env["ORDERS_HTTP_PORT"]))
 
 
 def stop_worker(worker: Worker) -> int:

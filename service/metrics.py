@@ -1,0 +1,86 @@
+"""Prometheus metrics: one registry per worker, made in the app factory and passed down.
+
+FastStream's Prometheus middleware counts what is consumed and published and times the
+handlers; `ServiceMetrics` adds what only the service knows: refusals by error code, dead
+letters, and the outbox backlog. Labels stay bounded: consumed messages are labelled by the
+routing key they were first sent with (a retried one is not a new key) and replies, which
+go to each client's own reply queue, by `reply`.
+"""
+
+from __future__ import annotations
+
+from aio_pika import IncomingMessage
+from faststream.message.message import StreamMessage
+from faststream.prometheus import ConsumeAttrs
+from faststream.prometheus.middleware import PrometheusMiddleware
+from faststream.rabbit.prometheus.provider import RabbitMetricsSettingsProvider
+from faststream.rabbit.response import RabbitPublishCommand
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.topology import original_routing_key
+
+PREFIX = "orders"
+"""Of every metric name: `orders_received_messages_total`, `orders_errors_total`, ..."""
+
+REPLY = "reply"
+"""The publish destination of every reply (the default exchange, to a reply queue)."""
+
+
+class RoutingKeyLabels(RabbitMetricsSettingsProvider):
+    """FastStream labels a delivery `<exchange>.<routing key>`; we label it by the routing
+    key it was first published with, whichever exchange (commands, retry) it came through."""
+
+    def get_consume_attrs_from_message(self, msg: StreamMessage[IncomingMessage]) -> ConsumeAttrs:
+        return {
+            "destination_name": original_routing_key(msg.raw_message.routing_key or ""),
+            "message_size": len(msg.body),
+            "messages_count": 1,
+        }
+
+    def get_publish_destination_name_from_cmd(self, cmd: RabbitPublishCommand) -> str:
+        if not cmd.exchange.name:
+            return REPLY
+        return f"{cmd.exchange.name}.{cmd.destination}"
+
+
+class ServiceMetrics:
+    """The registry, the broker middleware that feeds it, and the service's own metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.middleware = PrometheusMiddleware[IncomingMessage, RabbitPublishCommand](
+            settings_provider_factory=lambda _: RoutingKeyLabels(),
+            registry=registry,
+            app_name=PREFIX,
+            metrics_prefix=PREFIX,
+        )
+        self.errors = Counter(
+            "errors",
+            "Messages answered or dead-lettered with a contract error, by error code.",
+            ["routing_key", "code"],
+            namespace=PREFIX,
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "dead_lettered",
+            "Messages put on the dead-letter exchange, by routing key and error code.",
+            ["routing_key", "code"],
+            namespace=PREFIX,
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "outbox_backlog",
+            "Events committed but not yet published (pending outbox entries), as of the "
+            "relay's last sweep.",
+            namespace=PREFIX,
+            registry=registry,
+        )
+
+    def refused(self, routing_key: str, code: str) -> None:
+        self.errors.labels(routing_key=routing_key, code=code).inc()
+
+    def dead_letter(self, routing_key: str, code: str) -> None:
+        self.dead_lettered.labels(routing_key=routing_key, code=code).inc()
+
+    def backlog(self, pending: int) -> None:
+        self.outbox_backlog.set(pending)
