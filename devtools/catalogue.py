@@ -25,6 +25,8 @@ from typing import Any
 
 from service.app import Worker, catalogue
 from service.config import Settings
+from service.handlers.catalogue import EVENTS, REPLY_TO
+from service.topology import ROUTING_KEYS
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
 
@@ -70,10 +72,7 @@ def render(doc: Json) -> str:
     """The catalogue page: servers, one section per operation, then every schema."""
     info = doc.get("info", {})
     title = _e(info.get("title", "AsyncAPI"))
-    operations = sorted(
-        doc.get("operations", {}).items(),
-        key=lambda kv: (kv[1].get("action") != "receive", kv[0]),
-    )
+    operations = sorted(doc.get("operations", {}).items(), key=lambda kv: _order(doc, *kv))
     schemas = doc.get("components", {}).get("schemas", {})
     parts = [
         "<!DOCTYPE html>",
@@ -117,6 +116,16 @@ def _resolve(doc: Json, node: Json) -> Json:
             target = target[part.replace("~1", "/").replace("~0", "~")]
         node = target
     return node
+
+
+_CONTRACT_ORDER = (*ROUTING_KEYS, *(routing_key for routing_key, _, _ in EVENTS), REPLY_TO)
+
+
+def _order(doc: Json, name: str, operation: Json) -> tuple[bool, int, str]:
+    """What the worker receives, then what it sends, each in the contract's order."""
+    address = _address(doc, operation)
+    rank = _CONTRACT_ORDER.index(address) if address in _CONTRACT_ORDER else len(_CONTRACT_ORDER)
+    return operation.get("action") != "receive", rank, name
 
 
 def _address(doc: Json, operation: Json) -> str:
