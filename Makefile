@@ -8,11 +8,12 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_ARGS ?=
 MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
+DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos bench clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos bench docs docs-gen clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos bench clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos bench docs docs-gen clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -71,6 +72,15 @@ chaos: install rabbitmq
 # BENCH_SCALE=small for a run under 2 minutes (default full, ~20 minutes).
 bench: install rabbitmq
 	$(UV) run python -m bench.run
+
+# The message catalogue (README "Message catalogue page"): docs/asyncapi.json is generated
+# from the code (tests/unit/test_asyncapi.py fails when it is stale); `make docs` serves it as
+# an offline HTML page on 127.0.0.1:$(DOCS_PORT).
+docs-gen: install
+	$(UV) run python -m devtools.catalogue gen
+
+docs: install
+	$(UV) run python -m devtools.catalogue serve --port $(DOCS_PORT)
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi

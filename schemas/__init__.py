@@ -20,7 +20,15 @@ from schemas.events import (
 )
 from schemas.orders import HistoryEntry, OrderView
 from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderFilters, OrderStatsQuery
-from schemas.replies import ErrorBody, ErrorReply, ListReply, Pagination, Reply, StatsView
+from schemas.replies import (
+    ErrorBody,
+    ErrorReply,
+    ListReply,
+    Pagination,
+    Reply,
+    StatsReply,
+    StatsView,
+)
 
 __all__ = [
     "ACTION_NAMES",
@@ -47,6 +55,7 @@ __all__ = [
     "Pagination",
     "PlaceOrder",
     "Reply",
+    "StatsReply",
     "StatsView",
     "UpdateMetadata",
     "UpdateStatus",

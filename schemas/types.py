@@ -113,8 +113,12 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Notes = Annotated[str, StringConstraints(max_length=5000)]
-DatabaseId = Annotated[int, Field(strict=True, ge=1, le=2**62, description="Database id.")]
+DatabaseId = Annotated[
+    int, Field(strict=True, ge=1, le=2**62, description="Database id.", examples=[3])
+]
 PublicOrderId = Annotated[
     int, Field(strict=True, ge=1, le=2**62, description="Public order number.", examples=[421409])
 ]
-Status = Annotated[OrderStatus, Field(description="One of the eight order statuses.")]
+Status = Annotated[
+    OrderStatus, Field(description="One of the eight order statuses.", examples=["pending"])
+]

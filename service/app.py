@@ -15,6 +15,7 @@ import aio_pika
 from aio_pika.abc import AbstractQueue
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -40,6 +41,14 @@ log = logging.getLogger("service")
 
 STARTUP_WAIT_SECONDS = 120.0
 
+CATALOGUE_DESCRIPTION = (
+    "The orders worker's messages: commands and queries on the `orders` exchange (topic), "
+    "events on `orders.events` (topic), replies on the default exchange to the request's "
+    "`reply_to`. Bodies are UTF-8 JSON objects, content type application/json, at most "
+    "256 KiB. A refused command without `reply_to` is dead-lettered to `orders.dlx` "
+    "(queue `orders.dead`) and announced as `order.command_rejected`."
+)
+
 
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
@@ -47,10 +56,18 @@ def create_app(settings: Settings | None = None) -> FastStream:
     worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
     return FastStream(
         worker.broker,
+        specification=catalogue(worker.broker),
         lifespan=worker.lifespan,
         after_startup=[worker.start_watchdog],
         on_shutdown=[worker.stop_watchdog, worker.hand_over_actions, worker.drain_outbox],
         after_shutdown=[worker.stop_background],
+    )
+
+
+def catalogue(broker: RabbitBroker) -> AsyncAPI:
+    """The AsyncAPI document of the worker: `make docs-gen` writes it to docs/asyncapi.json."""
+    return AsyncAPI(
+        broker, title="Orders service", version="0.1.0", description=CATALOGUE_DESCRIPTION
     )
 
 

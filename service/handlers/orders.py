@@ -13,6 +13,15 @@ from schemas.commands import PlaceOrder
 from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderStatsQuery
 from service.domain.statuses import OrderStatus
 from service.domain.views import order_view
+from service.handlers.catalogue import (
+    GetOrderBody,
+    ListOrdersBody,
+    ListStatusesBody,
+    OrderActionBody,
+    OrderStatsBody,
+    PlaceOrderBody,
+    document_outputs,
+)
 from service.handlers.delivery import Courier
 from service.handlers.parsing import parse, parse_action
 from service.placing import Delivery
@@ -22,7 +31,10 @@ from service.usecases import OrderService
 
 
 async def keep_bytes(message: RabbitMessage) -> bytes:
-    """Decoder: the body stays raw bytes; `Courier` parses it and owns every error."""
+    """Decoder: the body stays raw bytes; `Courier` parses it and owns every error.
+
+    The subscribers' `body` is these bytes; its annotation (`PlaceOrderBody`, ...) only
+    names the model the AsyncAPI document shows (service/handlers/catalogue.py)."""
     return message.body
 
 
@@ -107,38 +119,49 @@ def order_router(
             ack_policy=ack_policy,
             no_reply=True,
             title=routing_key,
-            description=description,
+            description=f"Sent to the `{topology.commands.name}` exchange (topic) with this "
+            f"routing key. {description}",
         )
 
-    @subscribe(PLACE, "Place an order (PlaceOrder).")
-    async def place_order(body: bytes, message: RabbitMessage) -> None:
+    @subscribe(
+        PLACE,
+        "Place an order (PlaceOrder). Placing the same idempotency_key (else the same AMQP "
+        "message_id) again returns the first order. Reply: the order as data.",
+    )
+    async def place_order(body: PlaceOrderBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.place)
 
     # A channel of its own: its delivery tags number the actions alone, which is what
     # keeps per-order order (see handlers/ordering.py).
     @subscribe(
         ACTION,
-        "Act on an order: update_status, cancel, complete, update_metadata.",
+        "Act on an order (OrderAction: update_status, cancel, complete, update_metadata), "
+        "one action at a time per order, in the order published. Reply: the order after it.",
         Channel(prefetch_count=prefetch),
         AckPolicy.MANUAL,  # the courier acks; on shutdown, held deliveries stay unacked
     )
-    async def act_on_order(body: bytes, message: RabbitMessage) -> None:
+    async def act_on_order(body: OrderActionBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.act, ordered=True)
 
-    @subscribe(GET, "One order by id or order_id.")
-    async def get_order(body: bytes, message: RabbitMessage) -> None:
+    @subscribe(GET, "One order by id or order_id (GetOrder). Reply: the order as data.")
+    async def get_order(body: GetOrderBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.get)
 
-    @subscribe(LIST, "A page of orders (ListOrders).")
-    async def list_orders(body: bytes, message: RabbitMessage) -> None:
+    @subscribe(LIST, "A page of orders (ListOrders). Reply: ListReply.")
+    async def list_orders(body: ListOrdersBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.list)
 
-    @subscribe(STATS, "Counts and revenue (OrderStats filter).")
-    async def order_stats(body: bytes, message: RabbitMessage) -> None:
+    @subscribe(
+        STATS, "Counts and revenue over the filtered orders (OrderStats). Reply: StatsReply."
+    )
+    async def order_stats(body: OrderStatsBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.stats)
 
-    @subscribe(STATUSES, "The eight statuses, in order.")
-    async def order_statuses(body: bytes, message: RabbitMessage) -> None:
+    @subscribe(
+        STATUSES, "The eight statuses, in order; the body is {} or empty. Reply: the list as data."
+    )
+    async def order_statuses(body: ListStatusesBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.statuses, allow_empty=True)
 
+    document_outputs(router, topology)
     return router
