@@ -653,7 +653,7 @@ def _show_stats(stats: StatsView, days: int) -> None:
     counts.add_row("[bold]total[/bold]", f"[bold]{stats.total_orders}[/bold]")
     out.print(counts)
 
-    revenue = Table(title="revenue", title_justify="left")
+    revenue = Table(title="revenue", title_justify="left", show_header=False)
     revenue.add_column("")
     revenue.add_column("", justify="right")
     revenue.add_row("total revenue", str(stats.total_revenue))
