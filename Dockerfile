@@ -16,8 +16,10 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-default-groups --no-install-project
 
+COPY README.md ./
 COPY schemas ./schemas
 COPY service ./service
+COPY orders_client ./orders_client
 RUN uv sync --frozen --no-default-groups
 
 RUN useradd --system --uid 10001 --no-create-home orders

@@ -1,0 +1,47 @@
+"""A typed async client of the orders service, and the `orders` command line."""
+
+from orders_client.client import (
+    Action,
+    DeadLetter,
+    EventStream,
+    OrderEvent,
+    OrdersClient,
+    OrdersPage,
+    Placed,
+)
+from orders_client.errors import (
+    BadRequest,
+    ConnectionLost,
+    InternalServiceError,
+    InvalidTransition,
+    OrderNotFound,
+    OrdersError,
+    RequestTimeout,
+    UnexpectedReply,
+    UnknownAction,
+    Unroutable,
+    ValidationFailed,
+    VersionConflict,
+)
+
+__all__ = [
+    "Action",
+    "BadRequest",
+    "ConnectionLost",
+    "DeadLetter",
+    "EventStream",
+    "InternalServiceError",
+    "InvalidTransition",
+    "OrderEvent",
+    "OrderNotFound",
+    "OrdersClient",
+    "OrdersError",
+    "OrdersPage",
+    "Placed",
+    "RequestTimeout",
+    "UnexpectedReply",
+    "UnknownAction",
+    "Unroutable",
+    "ValidationFailed",
+    "VersionConflict",
+]
