@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -25,31 +26,9 @@ JSON = "application/json"
 PUBLISH_CHUNK = 1000
 """Publishes awaited together when pre-loading (publisher confirms in flight)."""
 
-EXAMPLE_ORDER: dict[str, Any] = {
-    "customer_id": "CUST-12345",
-    "items": [
-        {
-            "product_id": 1,
-            "product_name": "Premium Cleaning Service",
-            "quantity": 1,
-            "price": 150.00,
-            "metadata": {"filter_options": [1, 2, 3]},
-        },
-        {"product_id": 2, "product_name": "Window Cleaning", "quantity": 2, "price": 75.00},
-    ],
-    "billing": {
-        "first_name": "John",
-        "last_name": "Doe",
-        "email": "john.doe@example.com",
-        "phone": "+31612345678",
-        "address": "123 Main Street",
-        "city": "Amsterdam",
-        "postal_code": "1012AB",
-        "country": "NL",
-    },
-    "notes": "Please call before arrival",
-    "metadata": {"source": "webform", "campaign_id": "SUMMER2025"},
-}
+EXAMPLE_ORDER: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "example-order.json").read_text()
+)
 """The documented example order (README, ORIGINAL_API.txt), placed N times."""
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from .amqp_client import AmqpClient, JSONObject
@@ -51,31 +53,10 @@ STATUS_CHANGED_FIELDS = {
 }
 
 # The "Place New Order" request example of the original HTTP API, verbatim.
-EXAMPLE_ORDER: JSONObject = {
-    "customer_id": "CUST-12345",
-    "items": [
-        {
-            "product_id": 1,
-            "product_name": "Premium Cleaning Service",
-            "quantity": 1,
-            "price": 150.00,
-            "metadata": {"filter_options": [1, 2, 3]},
-        },
-        {"product_id": 2, "product_name": "Window Cleaning", "quantity": 2, "price": 75.00},
-    ],
-    "billing": {
-        "first_name": "John",
-        "last_name": "Doe",
-        "email": "john.doe@example.com",
-        "phone": "+31612345678",
-        "address": "123 Main Street",
-        "city": "Amsterdam",
-        "postal_code": "1012AB",
-        "country": "NL",
-    },
-    "notes": "Please call before arrival",
-    "metadata": {"source": "webform", "campaign_id": "SUMMER2025"},
-}
+EXAMPLE_ORDER: JSONObject = json.loads(
+    (Path(__file__).resolve().parents[2] / "docs" / "example-order.json").read_text()
+)
+"""The documented example order (README, ORIGINAL_API.txt), shared with the bench."""
 
 _DIGITS_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
