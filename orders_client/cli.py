@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -45,6 +44,7 @@ from schemas import (
     OrderMetadataUpdated,
     OrderPlaced,
     OrderStatsQuery,
+    OrderStatus,
     OrderStatusChanged,
     OrderView,
     PlaceOrder,
@@ -52,31 +52,6 @@ from schemas import (
 )
 
 T = TypeVar("T")
-
-StatusName = Literal[
-    "pending",
-    "processing",
-    "confirmed",
-    "in_progress",
-    "completed",
-    "cancelled",
-    "refunded",
-    "on_hold",
-]
-STATUSES: tuple[str, ...] = get_args(StatusName)
-
-
-class StatusChoice(StrEnum):
-    """typer takes a list of enum members, not of literals."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    CONFIRMED = "confirmed"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-    ON_HOLD = "on_hold"
 
 
 OrderByName = Literal[
@@ -173,7 +148,7 @@ def _dump(model: BaseModel) -> Any:
 Customer = Annotated[str | None, typer.Option("--customer", help="customer_id.")]
 User = Annotated[str | None, typer.Option("--user", help="user_id.")]
 StatusFilter = Annotated[
-    list[StatusChoice] | None,
+    list[OrderStatus] | None,
     typer.Option("--status", help="A status; repeat for several."),
 ]
 ActiveOnly = Annotated[
@@ -382,7 +357,7 @@ def place(
     user: Annotated[str | None, typer.Option(help="user_id.")] = None,
     notes: Annotated[str | None, typer.Option(help="Order notes.")] = None,
     currency: Annotated[str | None, typer.Option(help="ISO 4217 code.")] = None,
-    status: Annotated[StatusName | None, typer.Option(help="Initial status.")] = None,
+    status: Annotated[OrderStatus | None, typer.Option(help="Initial status.")] = None,
     total_tax: Annotated[str | None, typer.Option(help="Tax amount, e.g. 21.00.")] = None,
     metadata: Annotated[str | None, typer.Option(help="A JSON object.")] = None,
     idempotency_key: Annotated[
@@ -486,7 +461,7 @@ def act(
     ctx: typer.Context,
     ref: OrderRef,
     action: Annotated[ActionName, typer.Argument(help="The action.")],
-    status: Annotated[StatusName | None, typer.Option(help="For update_status.")] = None,
+    status: Annotated[OrderStatus | None, typer.Option(help="For update_status.")] = None,
     notes: Notes = None,
     reason: Annotated[str | None, typer.Option(help="For cancel.")] = None,
     metadata: Annotated[str | None, typer.Option(help="For update_metadata: JSON.")] = None,
@@ -646,8 +621,8 @@ def _show_stats(stats: StatsView, days: int) -> None:
     counts = Table(title="orders", title_justify="left")
     counts.add_column("status")
     counts.add_column("orders", justify="right")
-    for status in STATUSES:
-        counts.add_row(status, str(stats.status_breakdown.get(status, 0)))
+    for status in OrderStatus:
+        counts.add_row(status.value, str(stats.status_breakdown.get(status.value, 0)))
     counts.add_section()
     counts.add_row("active", str(stats.active_orders))
     counts.add_row("[bold]total[/bold]", f"[bold]{stats.total_orders}[/bold]")

@@ -29,6 +29,7 @@ from schemas.replies import (
     StatsReply,
     StatsView,
 )
+from service.domain.statuses import OrderStatus
 
 __all__ = [
     "ACTION_NAMES",
@@ -50,6 +51,7 @@ __all__ = [
     "OrderMetadataUpdated",
     "OrderPlaced",
     "OrderStatsQuery",
+    "OrderStatus",
     "OrderStatusChanged",
     "OrderView",
     "Pagination",

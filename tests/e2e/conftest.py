@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
+
 from .amqp_client import AmqpClient, DeadLetterReader, EventCollector
 from .worker import (
     WORKER_LOG,
@@ -23,6 +25,16 @@ from .worker import (
     stop_worker,
     wait_until_ready,
 )
+
+
+@pytest.fixture
+def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    """A mongod of this test's own, so that stopping it disturbs nobody else."""
+    server = start_mongod(tmp_path_factory.mktemp("private-mongo"), free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

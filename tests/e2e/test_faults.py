@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +19,13 @@ import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient
 
-from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
+from devtools.embedded_mongo import EmbeddedMongo
 
 from .amqp_client import AmqpClient, DeadLetterReader, EventCollector
 from .contract import new_customer_id, place, simple_order
 from .worker import Worker, WorkerLauncher, new_database, wait_for_exit, wait_until_ready
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture
-def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
-    """A mongod of this test's own, so that stopping it disturbs nobody else."""
-    server = start_mongod(tmp_path_factory.mktemp("private-mongo"), free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

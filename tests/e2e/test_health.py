@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
+from devtools.embedded_mongo import EmbeddedMongo
 
 from .amqp_client import AmqpClient
 from .contract import new_customer_id, simple_order
 from .worker import Worker, WorkerLauncher, new_database, wait_until_ready
 
 Labels = dict[str, str]
-
-
-@pytest.fixture
-def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
-    """A mongod of this test's own, so that stopping it disturbs nobody else."""
-    server = start_mongod(tmp_path_factory.mktemp("private-mongo"), free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
