@@ -48,6 +48,7 @@ from schemas import (
     OrderStatsQuery,
     OrderStatusChanged,
     OrderView,
+    Pagination,
     PlaceOrder,
     StatsView,
     UpdateMetadata,
@@ -106,15 +107,7 @@ class Placed:
     created: bool
 
 
-class _PageInfo(BaseModel):
-    current_page: int | None = None
-    per_page: int
-    total: int
-    last_page: int
-    next_cursor: str | None = None
-
-
-_PAGE_INFO_ADAPTER: TypeAdapter[_PageInfo] = TypeAdapter(_PageInfo)
+_PAGE_INFO_ADAPTER: TypeAdapter[Pagination] = TypeAdapter(Pagination)
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,18 @@ class Reply(Envelope):
 class Pagination(Envelope):
     """Where a page of `orders.list` is."""
 
-    current_page: int = Field(
+    current_page: int | None = Field(
         description="The page; null in cursor mode (`cursor` given).", examples=[1]
     )
     per_page: int = Field(description="Orders per page.", examples=[15])
     total: int = Field(description="Orders matching the filters.", examples=[1])
     last_page: int = Field(ge=1, description="At least 1.", examples=[1])
+    next_cursor: str | None = Field(
+        default=None,
+        description="Cursor mode only: the `cursor` of the next page; null on the last page. "
+        "Absent in page mode.",
+        examples=["WyJrZXkiLCIyMDI2LTExLTI3VDEwOjAwOjAwKzAwOjAwIiw0Ml0"],
+    )
 
 
 class ListReply(Envelope):
