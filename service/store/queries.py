@@ -67,11 +67,17 @@ def order_filter(filters: OrderFilters) -> Document:
 
 
 def _search(text: str) -> list[Document]:
-    clauses: list[Document] = [{"search_text": {"$regex": re.escape(text.lower())}}]
+    clauses: list[Document] = [{"search_text": {"$regex": _literal(text.lower())}}]
     digits = text.strip()
     if digits.isascii() and digits.isdigit() and int(digits) <= MAX_NUMERIC_SEARCH:
         clauses += [{"order_id": int(digits)}, {"_id": int(digits)}]
     return clauses
+
+
+def _literal(text: str) -> str:
+    """A regular expression matching `text` literally. `re.escape` leaves NUL as it is, and
+    mongod refuses a pattern with an embedded NUL byte, so NUL is written as `\\x00`."""
+    return r"\x00".join(re.escape(part) for part in text.split("\x00"))
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,12 @@ async def test_an_index_an_earlier_version_made_is_replaced(db: AsyncDatabase[Do
     names = {index["name"] async for index in await db["orders"].list_indexes()}
     assert "customer_created_id_stats" in names
     assert "customer_created_id" not in names
+
+
+@pytest.mark.parametrize("text", ["\x00", "a\x00b", "\x00\u00da\x13"])
+async def test_a_search_with_a_nul_character_is_answered(
+    db: AsyncDatabase[Document], known: list[dict[str, Any]], text: str
+) -> None:
+    # mongod refuses a regular expression with an embedded NUL byte: it must be escaped
+    page = await OrderQueries(db).page(ListOrders(search=text))
+    assert (page.orders, page.total) == ([], 0)
