@@ -23,6 +23,7 @@ from devtools.embedded_mongo import EmbeddedMongo
 
 from .amqp_client import AmqpClient, DeadLetterReader, EventCollector
 from .contract import new_customer_id, place, simple_order
+from .waiting import eventually
 from .worker import Worker, WorkerLauncher, new_database, wait_for_exit, wait_until_ready
 
 Doc = dict[str, Any]
@@ -45,16 +46,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def eventually(check: Any, *, timeout: float = 60.0, what: str = "condition") -> None:  # noqa: ASYNC109
-    """Poll an async check until it returns True (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.2)
 
 
 async def test_crash_between_commit_and_publish_publishes_after_restart(

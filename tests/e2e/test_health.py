@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,6 +13,7 @@ from devtools.embedded_mongo import EmbeddedMongo
 
 from .amqp_client import AmqpClient
 from .contract import new_customer_id, simple_order
+from .waiting import eventually
 from .worker import Worker, WorkerLauncher, new_database, wait_until_ready
 
 Labels = dict[str, str]
@@ -30,21 +30,6 @@ async def get(http: aiohttp.ClientSession, worker: Worker, path: str) -> tuple[i
         if response.content_type == "application/json":
             return response.status, await response.json()
         return response.status, await response.text()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]],
-    *,
-    timeout: float = 30.0,  # noqa: ASYNC109
-    what: str,
-) -> None:
-    """Poll an endpoint until the check holds (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.2)
 
 
 async def test_ready_follows_mongodb_and_live_does_not(
@@ -64,14 +49,14 @@ async def test_ready_follows_mongodb_and_live_does_not(
         last = await get(http, worker, "/health/ready")
         return last[0] == status
 
-    await eventually(lambda: ready_is(200), what="ready")
+    await eventually(lambda: ready_is(200), timeout=30, what="ready")
     assert last[1] == {
         "status": "ready",
         "checks": {"worker": "ok", "consumers": "ok", "mongo": "ok"},
     }
 
     private_mongo.stop()
-    await eventually(lambda: ready_is(503), what="not ready without MongoDB")
+    await eventually(lambda: ready_is(503), timeout=30, what="not ready without MongoDB")
     assert last[1]["status"] == "not ready"
     assert last[1]["checks"]["mongo"] != "ok"
     assert last[1]["checks"]["consumers"] == "ok"
@@ -114,7 +99,7 @@ async def test_metrics_count_traffic_errors_and_dead_letters(
         text = (await get(http, worker, "/metrics"))[1]
         return value(text, "orders_dead_lettered_total", routing_key="orders.place") >= 1
 
-    await eventually(counted, what="the dead letter counted")
+    await eventually(counted, timeout=30, what="the dead letter counted")
 
     assert value(text, "orders_received_messages_total", handler="orders.place") >= 2
     assert value(text, "orders_received_messages_total", handler="orders.get") == before_get + 1
