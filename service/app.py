@@ -11,35 +11,25 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import aio_pika
-from aio_pika.abc import AbstractQueue
 from faststream import FastStream
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
 
 from service.config import Settings
-from service.failpoints import Failpoints
+from service.core import cancel, open_core
 from service.handlers.delivery import Courier
 from service.handlers.orders import OrderHandlers, order_router
 from service.handlers.watchdog import ConsumerWatchdog
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
-from service.store.client import Document, connect, database, ensure_indexes
-from service.store.orders import OrderStore
+from service.store.client import Document
 from service.store.outbox import OutboxRelay
-from service.store.queries import OrderQueries
-from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
-from service.store.stats import OrderStats
-from service.topology import ACTION, ROUTING_KEYS, Topology, topology
-from service.usecases import OrderService
+from service.topology import ACTION, topology
 
 log = logging.getLogger("service")
-
-STARTUP_WAIT_SECONDS = 120.0
 
 CATALOGUE_DESCRIPTION = (
     "The orders worker's messages: commands and queries on the `orders` exchange (topic), "
@@ -117,44 +107,24 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def _storage_and_relay(self) -> AsyncIterator[None]:
-        settings = self.settings
-        client = connect(settings.mongo_url.get_secret_value())
-        self.readiness.client = client
+        def watch(client: AsyncMongoClient[Document]) -> None:
+            self.readiness.client = client
+
         try:
-            db = database(client, settings.mongo_database)
-            await _wait_for_mongo(client)
-            await ensure_indexes(db)
-            await ensure_rollup_indexes(db, settings.default_currency)
-            await ensure_rollups(db, settings.default_currency)
-            await _wait_for_rabbitmq(settings.amqp_url.get_secret_value(), self.names)
-            self.relay = OutboxRelay(
-                db,
+            async with open_core(
+                self.settings,
+                self.names,
                 self.courier,
-                sweep_seconds=settings.outbox_sweep_seconds,
-                grace_seconds=settings.outbox_grace_seconds,
-                failpoints=Failpoints(settings.failpoints),
                 report_backlog=self.metrics.backlog,
-            )
-            store = OrderStore(db)
-            self.courier.ordering.lookup = store.id_of
-            self.handlers.service = OrderService(
-                store,
-                OrderQueries(db, client),
-                OrderStats(db, client),
-                self.relay,
-                default_currency=settings.default_currency,
-                batch_size=settings.batch_max_size,
-                batch_wait=settings.batch_wait_ms / 1000,
-            )
-            applier = RollupApplier(client, db, currency=settings.default_currency)
-            self.background += [
-                asyncio.create_task(self.relay.run(), name="outbox-relay"),
-                asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
-            ]
-            yield
+                on_connect=watch,
+            ) as core:
+                self.relay = core.relay
+                self.courier.ordering.lookup = core.store.id_of
+                self.handlers.service = core.orders
+                self.background = core.background
+                yield
         finally:
             self.readiness.client = None
-            await client.close()
 
     async def start_watchdog(self) -> None:
         self.watchdog_task = asyncio.create_task(self.watchdog.run(), name="consumer-watchdog")
@@ -162,7 +132,7 @@ class Worker:
 
     async def stop_watchdog(self) -> None:
         self.readiness.phase = Phase.STOPPING
-        await _cancel([self.watchdog_task] if self.watchdog_task else [])
+        await cancel([self.watchdog_task] if self.watchdog_task else [])
 
     async def hand_over_actions(self) -> None:
         """Let the admitted actions finish, then close their channel without cancelling the
@@ -182,73 +152,4 @@ class Worker:
                 await asyncio.wait_for(self.relay.sweep(older_than=timedelta(0)), timeout=5.0)
 
     async def stop_background(self) -> None:
-        await _cancel(self.background)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
-    """Wait (bounded) for MongoDB at start-up instead of failing on a slow replica set."""
-    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
-    while True:
-        try:
-            await client.admin.command("ping")
-        except PyMongoError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("waiting for MongoDB")
-            await asyncio.sleep(1.0)
-        else:
-            return
-
-
-async def _wait_for_rabbitmq(url: str, names: Topology) -> None:
-    """Declare the topology, waiting (bounded) for RabbitMQ if it is not up yet."""
-    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
-    while True:
-        try:
-            await _declare(url, names)
-        except (aio_pika.exceptions.AMQPError, OSError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("waiting for RabbitMQ")
-            await asyncio.sleep(2.0)
-        else:
-            return
-
-
-async def _declare(url: str, names: Topology) -> None:
-    """Exchanges the handlers publish to, the retry round and the dead letters, declared
-    before consuming starts, on a connection of its own (FastStream caches the queues it
-    declares with the channel it used, and the action queue needs its own channel)."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for exchange in (
-            names.commands,
-            names.events,
-            names.dead_letters,
-            names.retry,
-            names.requeue,
-        ):
-            await channel.declare_exchange(exchange.name, exchange.type.value, durable=True)
-        dead = await _queue(channel, names.dead_letter_queue)
-        await dead.bind(names.dead_letters.name, routing_key="#")
-        for delay in names.delay_queues():
-            queue = await _queue(channel, delay)
-            await queue.bind(names.retry.name, routing_key=delay.routing())
-        for routing_key in ROUTING_KEYS:
-            queue = await _queue(channel, names.queue(routing_key))
-            await queue.bind(names.requeue.name, routing_key=f"*.{routing_key}")
-
-
-async def _queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue) -> AbstractQueue:
-    return await channel.declare_queue(
-        queue.name, durable=queue.durable, arguments=dict(queue.arguments or {})
-    )
+        await cancel(self.background)

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -32,6 +32,8 @@ from service.usecases import utc_now
 from service.wire import decode_object, encode, payload_for_rejection
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Work = Callable[[dict[str, Any], Delivery], Awaitable[dict[str, Any]]]
 """A use case bound to its parsing: body and delivery in, the reply's envelope out."""
@@ -230,21 +232,9 @@ class Courier:
     async def _with_retries(
         self, work: Work, body: dict[str, Any], delivery: Delivery
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + self._settings.transient_retry_seconds
-        pause = 0.1
-        while True:
-            try:
-                return await work(body, delivery)
-            except PyMongoError as exc:
-                if not is_transient(exc):
-                    raise
-                if time.monotonic() + pause > deadline:
-                    raise TransientExhausted from exc
-                log.warning(
-                    "storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+        return await with_retries(
+            lambda: work(body, delivery), self._settings.transient_retry_seconds
+        )
 
     async def _reply(self, message: RabbitMessage, reply: dict[str, Any]) -> None:
         await self._broker.publish(
@@ -296,14 +286,35 @@ class Courier:
         self._metrics.dead_letter(routing_key, error.code)
 
     async def publish_event(self, event: PendingEvent) -> None:
-        """Publish persistently with a publisher confirm; `message_id` is the event id."""
-        await self._broker.publish(
-            event.payload,
-            exchange=self._topology.events,
-            routing_key=event.routing_key,
-            message_id=event.event_id,
-            correlation_id=event.correlation_id,
-            content_type="application/json",
-            persist=True,
-            mandatory=False,
-        )
+        await publish_event(self._broker, self._topology, event)
+
+
+async def with_retries(work: Callable[[], Awaitable[T]], budget_seconds: float) -> T:
+    """Run `work`, waiting out MongoDB outages with backoff for up to `budget_seconds`."""
+    deadline = time.monotonic() + budget_seconds
+    pause = 0.1
+    while True:
+        try:
+            return await work()
+        except PyMongoError as exc:
+            if not is_transient(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise TransientExhausted from exc
+            log.warning("storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+async def publish_event(broker: RabbitBroker, topology: Topology, event: PendingEvent) -> None:
+    """Publish persistently with a publisher confirm; `message_id` is the event id."""
+    await broker.publish(
+        event.payload,
+        exchange=topology.events,
+        routing_key=event.routing_key,
+        message_id=event.event_id,
+        correlation_id=event.correlation_id,
+        content_type="application/json",
+        persist=True,
+        mandatory=False,
+    )

@@ -24,7 +24,7 @@ from service.handlers.catalogue import (
 )
 from service.handlers.delivery import Courier
 from service.handlers.parsing import parse, parse_action
-from service.placing import Delivery
+from service.placing import Delivery, Placed
 from service.store.queries import Page
 from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
 from service.usecases import OrderService
@@ -52,9 +52,7 @@ class OrderHandlers:
 
     async def place(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         placed = await self._orders.place(parse(PlaceOrder, body), delivery)
-        message = "Order already placed" if placed.replayed else "Order placed successfully"
-        data = order_view(placed.order) if delivery.reply else None
-        return {"success": True, "message": message, "data": data}
+        return placed_reply(placed, with_data=delivery.reply)
 
     async def act(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         action = parse_action(body)
@@ -84,6 +82,12 @@ class OrderHandlers:
     async def statuses(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
         parse(ListStatuses, body)
         return {"success": True, "data": [str(status) for status in OrderStatus]}
+
+
+def placed_reply(placed: Placed, *, with_data: bool) -> dict[str, Any]:
+    message = "Order already placed" if placed.replayed else "Order placed successfully"
+    data = order_view(placed.order) if with_data else None
+    return {"success": True, "message": message, "data": data}
 
 
 def _pagination(query: ListOrders, page: Page) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""What every entry point runs on: MongoDB, its indexes and rollups, the outbox relay, the
+rollup applier and the use cases, opened once per process.
+
+The AMQP worker (service/app.py) and the HTTP gateway (service/gateway) each open one core
+with their own event publisher: the same store, the same outbox, the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aio_pika
+from aio_pika.abc import AbstractQueue
+from faststream.rabbit import RabbitQueue
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from service.config import Settings
+from service.failpoints import Failpoints
+from service.store.client import Document, connect, database, ensure_indexes
+from service.store.orders import OrderStore
+from service.store.outbox import EventPublisher, OutboxRelay
+from service.store.queries import OrderQueries
+from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
+from service.store.stats import OrderStats
+from service.topology import ROUTING_KEYS, Topology
+from service.usecases import OrderService
+
+log = logging.getLogger("service")
+
+STARTUP_WAIT_SECONDS = 120.0
+
+
+@dataclass
+class Core:
+    client: AsyncMongoClient[Document]
+    store: OrderStore
+    relay: OutboxRelay
+    orders: OrderService
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop_background(self) -> None:
+        await cancel(self.background)
+
+
+@contextlib.asynccontextmanager
+async def open_core(
+    settings: Settings,
+    names: Topology,
+    publisher: EventPublisher,
+    *,
+    report_backlog: Callable[[int], None] | None = None,
+    on_connect: Callable[[AsyncMongoClient[Document]], None] = lambda _: None,
+    on_broker: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[Core]:
+    """Wait for MongoDB, make sure of the indexes and rollups, declare the broker topology
+    (waiting for RabbitMQ), then start the relay and the rollup applier; stop them on exit.
+
+    `on_connect` sees the client as soon as it exists (the worker's readiness pings it);
+    `on_broker` runs once RabbitMQ has answered, before the relay publishes anything."""
+    client = connect(settings.mongo_url.get_secret_value())
+    on_connect(client)
+    try:
+        db = database(client, settings.mongo_database)
+        await _wait_for_mongo(client)
+        await ensure_indexes(db)
+        await ensure_rollup_indexes(db, settings.default_currency)
+        await ensure_rollups(db, settings.default_currency)
+        await _wait_for_rabbitmq(settings.amqp_url.get_secret_value(), names)
+        if on_broker is not None:
+            await on_broker()
+        relay = OutboxRelay(
+            db,
+            publisher,
+            sweep_seconds=settings.outbox_sweep_seconds,
+            grace_seconds=settings.outbox_grace_seconds,
+            failpoints=Failpoints(settings.failpoints),
+            report_backlog=report_backlog,
+        )
+        store = OrderStore(db)
+        orders = OrderService(
+            store,
+            OrderQueries(db, client),
+            OrderStats(db, client),
+            relay,
+            default_currency=settings.default_currency,
+            batch_size=settings.batch_max_size,
+            batch_wait=settings.batch_wait_ms / 1000,
+        )
+        applier = RollupApplier(client, db, currency=settings.default_currency)
+        core = Core(client, store, relay, orders)
+        core.background += [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
+        ]
+        try:
+            yield core
+        finally:
+            await core.stop_background()
+    finally:
+        await client.close()
+
+
+async def cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
+    """Wait (bounded) for MongoDB at start-up instead of failing on a slow replica set."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
+    while True:
+        try:
+            await client.admin.command("ping")
+        except PyMongoError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("waiting for MongoDB")
+            await asyncio.sleep(1.0)
+        else:
+            return
+
+
+async def _wait_for_rabbitmq(url: str, names: Topology) -> None:
+    """Declare the topology, waiting (bounded) for RabbitMQ if it is not up yet."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
+    while True:
+        try:
+            await _declare(url, names)
+        except (aio_pika.exceptions.AMQPError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("waiting for RabbitMQ")
+            await asyncio.sleep(2.0)
+        else:
+            return
+
+
+async def _declare(url: str, names: Topology) -> None:
+    """Exchanges the handlers publish to, the retry round and the dead letters, declared
+    before consuming starts, on a connection of its own (FastStream caches the queues it
+    declares with the channel it used, and the action queue needs its own channel)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for exchange in (
+            names.commands,
+            names.events,
+            names.dead_letters,
+            names.retry,
+            names.requeue,
+        ):
+            await channel.declare_exchange(exchange.name, exchange.type.value, durable=True)
+        dead = await _queue(channel, names.dead_letter_queue)
+        await dead.bind(names.dead_letters.name, routing_key="#")
+        for delay in names.delay_queues():
+            queue = await _queue(channel, delay)
+            await queue.bind(names.retry.name, routing_key=delay.routing())
+        for routing_key in ROUTING_KEYS:
+            queue = await _queue(channel, names.queue(routing_key))
+            await queue.bind(names.requeue.name, routing_key=f"*.{routing_key}")
+
+
+async def _queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue) -> AbstractQueue:
+    return await channel.declare_queue(
+        queue.name, durable=queue.durable, arguments=dict(queue.arguments or {})
+    )
