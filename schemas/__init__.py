@@ -24,9 +24,11 @@ from schemas.replies import (
     ErrorBody,
     ErrorReply,
     ListReply,
+    OrderReply,
     Pagination,
     Reply,
     StatsReply,
+    StatusesReply,
     StatsView,
 )
 from service.domain.statuses import OrderStatus
@@ -42,6 +44,7 @@ __all__ = [
     "HistoryEntry",
     "ListOrders",
     "ListReply",
+    "OrderReply",
     "ListStatuses",
     "OrderAction",
     "OrderActionAdapter",
@@ -58,6 +61,7 @@ __all__ = [
     "PlaceOrder",
     "Reply",
     "StatsReply",
+    "StatusesReply",
     "StatsView",
     "UpdateMetadata",
     "UpdateStatus",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from schemas.orders import ORDER_EXAMPLE, OrderView
+from service.domain.statuses import OrderStatus
 
 _ORDERS = "Orders counted."
 _REVENUE = "Revenue in the default currency, two decimals."
+
+Amount = Annotated[Decimal, WithJsonSchema({"type": "number"})]
+"""An exact amount written as a JSON number with two decimals (never through a float)."""
 
 
 class Envelope(BaseModel):
@@ -30,6 +34,27 @@ class Reply(Envelope):
         description="orders.place, orders.action, orders.get: the order (null for a command "
         "without reply_to); orders.stats: StatsView; orders.statuses: the eight statuses.",
         examples=[ORDER_EXAMPLE],
+    )
+
+
+class OrderReply(Envelope):
+    """The reply that carries one order: place, action and get."""
+
+    success: Literal[True] = Field(default=True, description="Always true.", examples=[True])
+    message: str | None = Field(
+        default=None,
+        description="Commands only: what happened.",
+        examples=["Order placed successfully"],
+    )
+    data: OrderView = Field(description="The order.", examples=[ORDER_EXAMPLE])
+
+
+class StatusesReply(Envelope):
+    """The reply to `orders.statuses`: the eight statuses, in order."""
+
+    success: Literal[True] = Field(default=True, description="Always true.", examples=[True])
+    data: list[OrderStatus] = Field(
+        description="The eight statuses, in order.", examples=[[str(s) for s in OrderStatus]]
     )
 
 
@@ -96,7 +121,7 @@ class CustomerRevenue(Envelope):
 
     customer_id: str = Field(description="Customer id on userhub.", examples=["CUST-12345"])
     orders: int = Field(description=_ORDERS, examples=[4])
-    revenue: Decimal = Field(description=_REVENUE, examples=[600.0])
+    revenue: Amount = Field(description=_REVENUE, examples=[600.0])
 
 
 class DayRevenue(Envelope):
@@ -104,17 +129,17 @@ class DayRevenue(Envelope):
 
     date: str = Field(description="YYYY-MM-DD, UTC.", examples=["2025-11-06"])
     orders: int = Field(description=_ORDERS, examples=[12])
-    revenue: Decimal = Field(description=_REVENUE, examples=[1800.0])
+    revenue: Amount = Field(description=_REVENUE, examples=[1800.0])
 
 
 class StatsView(Envelope):
     """`data` of an `orders.stats` reply; amounts are JSON numbers with two decimals."""
 
     total_orders: int = Field(description="Orders matching the filters.", examples=[8])
-    total_revenue: Decimal = Field(
+    total_revenue: Amount = Field(
         description="Sum of totals of orders neither cancelled nor refunded.", examples=[1200.0]
     )
-    average_order_value: Decimal = Field(
+    average_order_value: Amount = Field(
         description="total_revenue / the orders it counts.", examples=[200.0]
     )
     active_orders: int = Field(
@@ -143,7 +168,7 @@ class StatsView(Envelope):
             }
         ],
     )
-    revenue_by_currency: dict[str, Decimal] = Field(
+    revenue_by_currency: dict[str, Amount] = Field(
         description="{currency: revenue}.", examples=[{"EUR": 1200.0}]
     )
     revenue_by_day: list[DayRevenue] = Field(
