@@ -1,4 +1,5 @@
-# The orders worker. Only the service's own dependencies: no dev tools, no embedded mongod.
+# The orders worker; `python -m service.gateway` runs the HTTP gateway from the same image.
+# Only the service's own dependencies: no dev tools, no embedded mongod.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,8 +26,10 @@ RUN uv sync --frozen --no-default-groups
 RUN useradd --system --uid 10001 --no-create-home orders
 USER orders
 
-# /health/live, /health/ready and /metrics (ORDERS_HTTP_PORT), reachable from outside.
-ENV ORDERS_HTTP_HOST=0.0.0.0
-EXPOSE 8081
+# /health/live, /health/ready and /metrics (ORDERS_HTTP_PORT), and the HTTP gateway
+# (ORDERS_API_PORT), reachable from outside.
+ENV ORDERS_HTTP_HOST=0.0.0.0 \
+    ORDERS_API_HOST=0.0.0.0
+EXPOSE 8081 8080
 
 CMD ["faststream", "run", "--factory", "service.app:create_app"]

@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run mongo-stop chaos bench docs docs-gen clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http mongo-stop chaos bench docs docs-gen clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run mongo-stop chaos bench docs docs-gen clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http mongo-stop chaos bench docs docs-gen clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -48,16 +48,26 @@ e2e: install rabbitmq
 test: install rabbitmq lint typecheck
 	$(UV) run pytest $(PYTEST_ARGS)
 
-# One recipe line, so ORDERS_MONGO_URL reaches the worker; exec so Ctrl-C goes to it.
+# The embedded default MongoDB when ORDERS_MONGO_URL is unset: started (or reused) under .data/.
+# Part of one recipe line, so ORDERS_MONGO_URL reaches the process that follows it.
+define WITH_MONGO
+set -euo pipefail; \
+if [ -z "$${ORDERS_MONGO_URL:-}" ]; then \
+	ORDERS_MONGO_URL="$$($(UV) run python -m devtools.embedded_mongo ensure \
+		--dbpath $(MONGO_DBPATH) --port $(MONGO_PORT))"; \
+	export ORDERS_MONGO_URL; \
+	echo "embedded MongoDB at $$ORDERS_MONGO_URL (make mongo-stop stops it)" >&2; \
+fi
+endef
+
+# The worker in the foreground; exec so Ctrl-C goes to it.
 run: install rabbitmq
-	@set -euo pipefail; \
-	if [ -z "$${ORDERS_MONGO_URL:-}" ]; then \
-		ORDERS_MONGO_URL="$$($(UV) run python -m devtools.embedded_mongo ensure \
-			--dbpath $(MONGO_DBPATH) --port $(MONGO_PORT))"; \
-		export ORDERS_MONGO_URL; \
-		echo "worker: embedded MongoDB at $$ORDERS_MONGO_URL (make mongo-stop stops it)" >&2; \
-	fi; \
-	exec $(UV) run faststream run --factory service.app:create_app
+	@$(WITH_MONGO); exec $(UV) run faststream run --factory service.app:create_app
+
+# The HTTP gateway (uvicorn) on ORDERS_API_HOST:ORDERS_API_PORT (default 127.0.0.1:8080),
+# over the same store and events as the worker; it needs no worker running.
+http: install rabbitmq
+	@$(WITH_MONGO); exec $(UV) run python -m service.gateway
 
 mongo-stop: install
 	$(UV) run python -m devtools.embedded_mongo stop --dbpath $(MONGO_DBPATH) --port $(MONGO_PORT)
@@ -73,9 +83,10 @@ chaos: install rabbitmq
 bench: install rabbitmq
 	$(UV) run python -m bench.run
 
-# The message catalogue (README "Message catalogue page"): docs/asyncapi.json is generated
-# from the code (tests/unit/test_asyncapi.py fails when it is stale); `make docs` serves it as
-# an offline HTML page on 127.0.0.1:$(DOCS_PORT).
+# The message catalogue (README "Message catalogue page"): docs/asyncapi.json and the HTTP
+# API's docs/openapi.json are generated from the code (tests/unit/test_asyncapi.py and
+# test_openapi_document.py fail when they are stale); `make docs` serves the catalogue as an
+# offline HTML page on 127.0.0.1:$(DOCS_PORT).
 docs-gen: install
 	$(UV) run python -m devtools.catalogue gen
 

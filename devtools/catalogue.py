@@ -1,8 +1,9 @@
-"""The message catalogue: the AsyncAPI document generated from the code, and its HTML page.
+"""The message catalogue: the AsyncAPI document generated from the code, and its HTML page;
+beside it, the HTTP gateway's OpenAPI document, generated from the code too.
 
 CLI::
 
-    python -m devtools.catalogue gen             # (re)write docs/asyncapi.json
+    python -m devtools.catalogue gen             # (re)write docs/asyncapi.json, docs/openapi.json
     python -m devtools.catalogue html -o x.html  # the page, from the committed document
     python -m devtools.catalogue serve --port 8000
 
@@ -27,11 +28,13 @@ from prometheus_client import CollectorRegistry
 
 from service.app import Worker, catalogue
 from service.config import Settings
+from service.gateway.app import create_app
 from service.handlers.catalogue import EVENTS, REPLY_TO
 from service.metrics import ServiceMetrics
 from service.topology import ROUTING_KEYS
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
+OPENAPI_DOCUMENT = DOCUMENT.with_name("openapi.json")
 
 NEUTRAL_AMQP_URL = "amqp://rabbitmq:5672/"
 """The server the document names: no credentials, not this machine's broker."""
@@ -46,6 +49,14 @@ def document() -> Json:
     worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
     spec = catalogue(worker.broker).to_specification()
     return json.loads(dumps(spec.to_jsonable()))  # type: ignore[no-any-return]
+
+
+def openapi_document() -> Json:
+    """The HTTP gateway's OpenAPI document with the default settings, whatever the
+    environment says, as `/openapi.json` serves it. The app is built, never started: nothing
+    connects."""
+    settings = Settings.model_validate({"amqp_url": NEUTRAL_AMQP_URL})
+    return json.loads(dumps(create_app(settings).openapi()))  # type: ignore[no-any-return]
 
 
 def dumps(doc: Any) -> str:
@@ -280,13 +291,15 @@ def _schema_section(doc: Json, name: str, schema: Json) -> str:
 class _Page(server.BaseHTTPRequestHandler):
     page = b""
     raw = b""
+    openapi = b""
 
     def do_GET(self) -> None:
-        body, kind = (
-            (self.raw, "application/json")
-            if self.path.startswith("/asyncapi.json")
-            else (self.page, "text/html; charset=utf-8")
-        )
+        if self.path.startswith("/asyncapi.json"):
+            body, kind = self.raw, "application/json"
+        elif self.path.startswith("/openapi.json"):
+            body, kind = self.openapi, "application/json"
+        else:
+            body, kind = self.page, "text/html; charset=utf-8"
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -297,7 +310,9 @@ class _Page(server.BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.catalogue")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("gen", help=f"write {DOCUMENT.name} from the code")
+    commands.add_parser(
+        "gen", help=f"write {DOCUMENT.name} and {OPENAPI_DOCUMENT.name} from the code"
+    )
     page = commands.add_parser("html", help="render the committed document as HTML")
     page.add_argument("-o", "--out", type=Path, required=True)
     serve = commands.add_parser("serve", help="serve the page of the committed document")
@@ -306,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "gen":
-        DOCUMENT.write_text(dumps(document()), encoding="utf-8")
-        print(f"wrote {DOCUMENT}")
+        for path, generated in ((DOCUMENT, document()), (OPENAPI_DOCUMENT, openapi_document())):
+            path.write_text(dumps(generated), encoding="utf-8")
+            print(f"wrote {path}")
         return 0
     committed = json.loads(DOCUMENT.read_text(encoding="utf-8"))
     if args.command == "html":
@@ -315,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _Page.page = render(committed).encode()
     _Page.raw = DOCUMENT.read_bytes()
+    _Page.openapi = OPENAPI_DOCUMENT.read_bytes()
     print(f"message catalogue on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    print(f"HTTP API (OpenAPI) document on http://{args.host}:{args.port}/{OPENAPI_DOCUMENT.name}")
     with (
         server.ThreadingHTTPServer((args.host, args.port), _Page) as httpd,
         contextlib.suppress(KeyboardInterrupt),

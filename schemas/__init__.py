@@ -28,8 +28,8 @@ from schemas.replies import (
     Pagination,
     Reply,
     StatsReply,
-    StatusesReply,
     StatsView,
+    StatusesReply,
 )
 from service.domain.statuses import OrderStatus
 
@@ -44,7 +44,6 @@ __all__ = [
     "HistoryEntry",
     "ListOrders",
     "ListReply",
-    "OrderReply",
     "ListStatuses",
     "OrderAction",
     "OrderActionAdapter",
@@ -53,6 +52,7 @@ __all__ = [
     "OrderItem",
     "OrderMetadataUpdated",
     "OrderPlaced",
+    "OrderReply",
     "OrderStatsQuery",
     "OrderStatus",
     "OrderStatusChanged",
@@ -61,8 +61,8 @@ __all__ = [
     "PlaceOrder",
     "Reply",
     "StatsReply",
-    "StatusesReply",
     "StatsView",
+    "StatusesReply",
     "UpdateMetadata",
     "UpdateStatus",
 ]

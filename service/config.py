@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         default=8081,
         description="Port of /health/live, /health/ready and /metrics; 0 serves none of them.",
     )
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the HTTP gateway (`make http`; 0.0.0.0 in a container).",
+    )
+    api_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8080, description="Port of the HTTP gateway."
+    )
+    api_retry_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="How long an HTTP request waits out a MongoDB outage before it is "
+        "answered 503.",
+    )
     failpoints: frozenset[str] = Field(
         default=frozenset(),
         description="Fault injection for the reliability tests only, e.g. "

@@ -56,13 +56,15 @@ async def open_core(
     report_backlog: Callable[[int], None] | None = None,
     on_connect: Callable[[AsyncMongoClient[Document]], None] = lambda _: None,
     on_broker: Callable[[], Awaitable[None]] | None = None,
+    mongo_timeout_ms: int = 5000,
 ) -> AsyncIterator[Core]:
     """Wait for MongoDB, make sure of the indexes and rollups, declare the broker topology
     (waiting for RabbitMQ), then start the relay and the rollup applier; stop them on exit.
 
     `on_connect` sees the client as soon as it exists (the worker's readiness pings it);
-    `on_broker` runs once RabbitMQ has answered, before the relay publishes anything."""
-    client = connect(settings.mongo_url.get_secret_value())
+    `on_broker` runs once RabbitMQ has answered, before the relay publishes anything;
+    `mongo_timeout_ms` bounds how long one operation waits for a MongoDB server."""
+    client = connect(settings.mongo_url.get_secret_value(), timeout_ms=mongo_timeout_ms)
     on_connect(client)
     try:
         db = database(client, settings.mongo_database)

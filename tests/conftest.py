@@ -1,4 +1,5 @@
-"""Session fixtures: an embedded MongoDB replica set and a private RabbitMQ vhost.
+"""Session fixtures: an embedded MongoDB replica set and a private RabbitMQ vhost; a mongod of
+a test's own (``private_mongo``) for the tests that stop it.
 
 Nothing here imports ``service``: the e2e tests must stay black-box.
 """
@@ -29,6 +30,16 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
 def mongo_url(mongo: EmbeddedMongo) -> str:
     """``mongodb://127.0.0.1:PORT/?replicaSet=rs0`` of the session's mongod."""
     return mongo.url
+
+
+@pytest.fixture
+def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    """A mongod of this test's own, so that stopping it disturbs nobody else."""
+    server = start_mongod(tmp_path_factory.mktemp("private-mongo"), free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The worker as a subprocess (the way ``make run`` starts it) and a plain AMQP client.
 
-Uses the session fixtures ``amqp_url`` and ``mongo_url`` from ``tests/conftest.py``.
+Uses the fixtures ``amqp_url``, ``mongo_url`` and ``private_mongo`` from ``tests/conftest.py``.
 Each test module gets its own worker and database; every test uses its own customer ids.
 """
 
@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-
-from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
 
 from .amqp_client import AmqpClient, DeadLetterReader, EventCollector
 from .worker import (
@@ -25,16 +23,6 @@ from .worker import (
     stop_worker,
     wait_until_ready,
 )
-
-
-@pytest.fixture
-def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
-    """A mongod of this test's own, so that stopping it disturbs nobody else."""
-    server = start_mongod(tmp_path_factory.mktemp("private-mongo"), free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -169,3 +169,21 @@ async def list_orders(client: AmqpClient, **query: Any) -> JSONObject:
     reply = await client.request("orders.list", query)
     assert_success(reply)
     return reply
+
+
+def assert_example_order_placed(order: JSONObject, customer_id: str) -> None:
+    """The documented example order as placed: totals, status, currency and what was sent."""
+    assert order["customer_id"] == customer_id
+    assert order["total"] == "300.00"
+    assert order["subtotal"] == "300.00"
+    assert order["total_tax"] == "0.00"
+    assert order["status"] == "pending"
+    assert order["currency"] == "EUR"
+    assert order["currency_symbol"] == "€"
+    assert order["version"] == 1
+    assert order["billing"] == EXAMPLE_ORDER["billing"]
+    assert order["metadata"] == EXAMPLE_ORDER["metadata"]
+    assert order["notes"] == EXAMPLE_ORDER["notes"]
+    assert [item["price"] for item in order["items"]] == ["150.00", "75.00"]
+    assert TIMESTAMP_RE.match(order["created_at"]), order["created_at"]
+    assert TIMESTAMP_RE.match(order["updated_at"]), order["updated_at"]

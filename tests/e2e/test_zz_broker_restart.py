@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest_asyncio
 from aio_pika.abc import AbstractRobustConnection
 from pymongo import AsyncMongoClient
 
 from .amqp_client import AmqpClient
 from .contract import STATUSES, new_customer_id, simple_order
+from .gateway import start_gateway, stop_gateway, wait_until_serving
 from .worker import WorkerLauncher, new_database, wait_until_ready
 
 ORDERS = 150
@@ -201,3 +205,75 @@ async def test_broker_restart_keeps_each_orders_actions_in_order(
             assert history == CHAIN, f"order {order['_id']}: {history}"
     finally:
         await mongo.close()
+
+
+async def test_http_changes_made_while_the_broker_is_down_publish_their_events_after(
+    amqp_client: AmqpClient,
+    producer: AbstractRobustConnection,
+    amqp_url: str,
+    mongo_url: str,
+    tmp_path: Path,
+) -> None:
+    """With RabbitMQ stopped, the gateway still places and changes orders (answering within
+    its publish bound); their events wait in the outbox and go out once the broker is back."""
+    await amqp_client.ensure_open()
+    database = new_database()
+    gateway = start_gateway(amqp_url, mongo_url, database, tmp_path / "gateway.log")
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        await asyncio.to_thread(wait_until_serving, gateway)
+        setup = await producer.channel()
+        events = await setup.declare_queue(f"e2e.http-outage.{uuid.uuid4().hex}", durable=True)
+        await events.bind("orders.events", routing_key="order.#")
+
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+                started = time.monotonic()
+                placed = await http.post(
+                    "/api/orders/place",
+                    json=simple_order(new_customer_id()),
+                    headers={"Idempotency-Key": f"outage-{uuid.uuid4().hex}"},
+                )
+                assert placed.status_code == 201, placed.text
+                id = placed.json()["data"]["id"]
+                acted = await http.post(
+                    f"/api/orders/{id}/action",
+                    json={"action": "update_status", "status": "processing"},
+                )
+                assert acted.status_code == 200, acted.text
+                assert time.monotonic() - started < 15  # two publish bounds of 5 s, and some
+            order = await mongo[database]["orders"].find_one({"_id": id})
+            assert order is not None
+            assert [entry["routing_key"] for entry in order["outbox"]] == [
+                "order.placed",
+                "order.status_changed",
+            ]
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+            await asyncio.to_thread(rabbitmqctl, "await_startup")
+
+        reader = await aio_pika.connect(amqp_url)  # the producer may not have reconnected yet
+        channel = await reader.channel()
+        queue = await channel.get_queue(events.name)
+        received: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(received) < 2:
+            assert loop.time() < deadline, f"events after the restart: {received}"
+            message = await queue.get(no_ack=True, fail=False, timeout=5)
+            if message is None:
+                await asyncio.sleep(0.2)
+                continue
+            event = json.loads(message.body)
+            if event.get("id", event.get("order", {}).get("id")) == id:
+                received[event["event_id"]] = event["event_type"]
+        assert sorted(received.values()) == ["order.placed", "order.status_changed"]
+        while (await mongo[database]["orders"].find_one({"_id": id}) or {}).get("outbox"):
+            assert loop.time() < deadline, "the outbox did not drain"
+            await asyncio.sleep(0.2)
+        await channel.queue_delete(events.name)
+        await reader.close()
+    finally:
+        await mongo.close()
+        assert stop_gateway(gateway) == 0, gateway.log_tail()

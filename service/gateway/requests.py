@@ -1,0 +1,90 @@
+"""HTTP requests to the bodies the broker handlers take: the same JSON, the same models.
+
+A POST body is read as bytes and decoded by `decode_object`, as a message body is (exact
+decimals, size and depth limits). Query parameters are strings: they become the JSON types
+the query model's fields take, and the model validates them as it validates a message.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+
+from service.domain.errors import BadRequest, ValidationFailed
+from service.wire import decode_object
+
+_INTEGER = re.compile(r"[+-]?\d{1,20}")
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+async def read_object(request: Request, *, limit: int) -> dict[str, Any]:
+    """The body as a JSON object of at most `limit` bytes, read no further than that."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"Request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"Request body is more than {limit} bytes")
+        chunks.append(chunk)
+    return decode_object(b"".join(chunks), limit=limit)
+
+
+def with_header(body: dict[str, Any], field: str, header: str | None) -> dict[str, Any]:
+    """`body` with the `Idempotency-Key` header as `field`; a different value in both is
+    refused rather than one of them silently winning."""
+    if header is None:
+        return body
+    if field in body and body[field] != header:
+        raise ValidationFailed(
+            [{"loc": [field], "msg": f"differs from the Idempotency-Key header {header!r}"}],
+            f"Invalid {field}: differs from the Idempotency-Key header",
+        )
+    return body | {field: header}
+
+
+def query_object(model: type[BaseModel], params: QueryParams) -> dict[str, Any]:
+    """The query string as the body `model` validates: integers and booleans as such, a
+    repeated parameter (`status=a&status=b`) as a list, text as text. A value that does not
+    read as its field's type stays text, so the model's own error names it."""
+    kinds = field_kinds(model)
+    body: dict[str, Any] = {}
+    for name in dict.fromkeys(params.keys()):
+        values = params.getlist(name)
+        kind = kinds.get(name, "string")
+        if kind == "array":
+            body[name] = values
+        elif len(values) > 1:
+            body[name] = values  # one value expected: the model refuses the list
+        else:
+            body[name] = _scalar(values[0], kind)
+    return body
+
+
+def _scalar(value: str, kind: str) -> Any:
+    if kind == "integer" and _INTEGER.fullmatch(value):
+        return int(value)
+    if kind == "boolean":
+        return _BOOLEANS.get(value.lower(), value)
+    return value
+
+
+@cache
+def field_kinds(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's JSON type (`integer`, `boolean`, `array`, `string`), null left aside."""
+    properties: dict[str, Any] = model.model_json_schema()["properties"]
+    return {name: _kind(schema) for name, schema in properties.items()}
+
+
+def _kind(schema: dict[str, Any]) -> str:
+    for variant in schema.get("anyOf", [schema]):
+        if variant.get("type") not in (None, "null"):
+            return str(variant["type"])
+    return "string"
