@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from faststream.rabbit import RabbitBroker
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 
 from schemas.commands import PlaceOrder
@@ -66,6 +67,23 @@ IdempotencyKey = Annotated[
         "key returns the first outcome and changes nothing.",
     ),
 ]
+
+
+class OrderPathId(Convertor[str]):
+    """`{id:order}`: any path segment but the names of the fixed routes beside it, so that
+    `GET /api/orders/place` is a 405 (the path serves POST) and not an order id; a segment
+    that is not a positive integer is then refused by the route's `Path` (422)."""
+
+    regex = r"(?!(?:place|list|stats|meta|statuses)$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("order", OrderPathId())
 
 
 @dataclass(frozen=True)
@@ -188,7 +206,7 @@ class Gateway:
         for path, handler, model, spec in queries:
             router.add_api_route(path, self._query(handler, model), methods=["GET"], **spec)
 
-        @router.get("/{id}", **openapi.GET)
+        @router.get("/{id:order}", **openapi.GET)
         async def get_order(request: Request, id: OrderId) -> Response:
             async def work(_: dict[str, Any], delivery: Delivery) -> Answer:
                 if request.query_params:
@@ -197,7 +215,7 @@ class Gateway:
 
             return await self.answer(request, work)
 
-        @router.post("/{id}/action", **openapi.ACTION)
+        @router.post("/{id:order}/action", **openapi.ACTION)
         async def act_on_order(
             request: Request, id: OrderId, key: IdempotencyKey = None
         ) -> Response:

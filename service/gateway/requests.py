@@ -38,11 +38,11 @@ async def read_object(request: Request, *, limit: int) -> dict[str, Any]:
 
 
 def with_header(body: dict[str, Any], field: str, header: str | None) -> dict[str, Any]:
-    """`body` with the `Idempotency-Key` header as `field`; a different value in both is
-    refused rather than one of them silently winning."""
+    """`body` with the `Idempotency-Key` header as `field` (a `null` there counts as absent);
+    a different value in both is refused rather than one of them silently winning."""
     if header is None:
         return body
-    if field in body and body[field] != header:
+    if body.get(field) is not None and body[field] != header:
         raise ValidationFailed(
             [{"loc": [field], "msg": f"differs from the Idempotency-Key header {header!r}"}],
             f"Invalid {field}: differs from the Idempotency-Key header",

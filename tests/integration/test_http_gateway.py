@@ -597,6 +597,21 @@ async def test_bad_query_parameters_are_validation_errors(
         assert any(loc in map(str, where) for where in locs(details)), details
 
 
+async def test_a_method_a_path_does_not_serve_is_405_not_an_order_id(
+    http: httpx.AsyncClient,
+) -> None:
+    for method, path, allowed in (
+        ("GET", "/api/orders/place", "POST"),
+        ("POST", "/api/orders/list", "GET"),
+        ("DELETE", "/api/orders/stats", "GET"),
+        ("PUT", "/api/orders/1", "GET"),
+    ):
+        refused = await http.request(method, path)
+        assert refused.status_code == 405, (method, path, refused.text)
+        assert refused.headers["Allow"] == allowed
+        assert refused.json()["error"]["code"] == "bad_request"
+
+
 async def test_unknown_query_parameters_are_refused_on_every_route(
     http: httpx.AsyncClient,
 ) -> None:

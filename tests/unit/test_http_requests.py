@@ -143,7 +143,12 @@ def test_the_header_fills_the_field_without_changing_the_callers_body() -> None:
     assert with_header(same, "idempotency_key", "k-2") == same
 
 
-@pytest.mark.parametrize("in_body", ["other", "", 5, None])
+def test_a_null_in_the_body_counts_as_absent() -> None:
+    body: Json = {"action": "complete", "request_id": None}
+    assert with_header(body, "request_id", "k-3") == {"action": "complete", "request_id": "k-3"}
+
+
+@pytest.mark.parametrize("in_body", ["other", "", 5])
 def test_a_header_that_differs_from_the_body_is_a_validation_error(in_body: object) -> None:
     with pytest.raises(ValidationFailed) as refused:
         with_header({"idempotency_key": in_body}, "idempotency_key", "from-header")
