@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -255,8 +256,13 @@ class Gateway:
 
 
 def _correlation_id(request: Request) -> str:
-    """The caller's `X-Correlation-ID` (cut to 200 characters), else a new one."""
-    return request.headers.get(CORRELATION_HEADER, "")[:200] or str(uuid.uuid4())
+    """The caller's `X-Correlation-ID` when it is 1 to 200 visible ASCII characters (it
+    becomes the events' AMQP correlation id), else a new one; the reply says which."""
+    given = request.headers.get(CORRELATION_HEADER, "")
+    return given if _CORRELATION_ID.fullmatch(given) else str(uuid.uuid4())
+
+
+_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 class UnknownPath(OrderError):

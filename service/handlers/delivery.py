@@ -313,8 +313,19 @@ async def publish_event(broker: RabbitBroker, topology: Topology, event: Pending
         exchange=topology.events,
         routing_key=event.routing_key,
         message_id=event.event_id,
-        correlation_id=event.correlation_id,
+        correlation_id=short_string(event.correlation_id),
         content_type="application/json",
         persist=True,
         mandatory=False,
     )
+
+
+SHORT_STRING_BYTES = 255
+
+
+def short_string(value: str | None) -> str | None:
+    """`value` cut to what an AMQP short string holds (255 bytes of UTF-8, whole
+    characters), so no stored correlation id can keep an event from being published."""
+    if value is None or len(value.encode()) <= SHORT_STRING_BYTES:
+        return value
+    return value.encode()[:SHORT_STRING_BYTES].decode("utf-8", errors="ignore")

@@ -393,6 +393,32 @@ async def test_a_request_without_correlation_id_gets_one_and_its_event_carries_i
     assert event.correlation_id == generated
 
 
+@pytest.mark.parametrize(
+    "given",
+    ["é" * 200, "x" * 201, "with space", "tab\there"],
+    ids=["latin-1", "too-long", "space", "control"],
+)
+async def test_a_correlation_id_that_could_not_travel_is_replaced_and_the_event_goes_out(
+    http: httpx.AsyncClient,
+    events: tuple[EventTap, aio_pika.abc.AbstractChannel],
+    given: str,
+) -> None:
+    """An AMQP correlation id holds 255 bytes: 200 `é` (400 bytes of UTF-8) once kept the
+    order's event in the outbox for good. Now the gateway makes a new id and says so."""
+    tap, _ = events
+    response = await http.post(
+        PLACE,
+        json=simple_order(new_customer()),
+        headers={b"X-Correlation-ID": given.encode("latin-1")},
+    )
+    assert response.status_code == 201, response.text
+    used = response.headers["X-Correlation-ID"]
+    assert used != given
+    assert uuid.UUID(used)
+    (event,) = await tap.wait_for(response.json()["data"]["id"], 1)
+    assert event.correlation_id == used
+
+
 # -- idempotency ----------------------------------------------------------------------------------
 
 
