@@ -77,8 +77,9 @@ mongo-stop: install
 chaos: install rabbitmq
 	$(UV) run python -m devtools.chaos
 
-# Throughput against a naive consumer, request latency, queries on 1,000,000 orders
-# (docs/benchmarks.md): its own mongod and vhost; writes .bench/latest.json.
+# Throughput against a naive consumer, request latency, queries on 1,000,000 orders, the
+# HTTP gateway's place/action/get/list (docs/benchmarks.md): its own mongod and vhost;
+# writes .bench/latest.json.
 # BENCH_SCALE=small for a run under 2 minutes (default full, ~20 minutes).
 bench: install rabbitmq
 	$(UV) run python -m bench.run

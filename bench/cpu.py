@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,14 @@ class CpuMeter:
     start: dict[str, float]
 
     @classmethod
-    def begin(cls, mongod_pid: int | None) -> CpuMeter:
+    def begin(cls, mongod_pid: int | None, others: Mapping[str, int] | None = None) -> CpuMeter:
+        """`others`: more processes measured across the phase by name (the HTTP gateway)."""
         processes = {
             "rabbitmq": rabbitmq_pids(),
             "mongod": [] if mongod_pid is None else [mongod_pid],
             "bench": [os.getpid()],
         }
+        processes |= {name: [pid] for name, pid in (others or {}).items()}
         return cls(processes, _totals(processes))
 
     def per_message(self, messages: int, worker_cpu_s: float | None = None) -> dict[str, float]:

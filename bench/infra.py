@@ -181,7 +181,12 @@ def start_worker(infra: Infra, database: str, name: str, prefetch: int = 256) ->
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    worker = Worker(process, database, log_path)
+    return track(Worker(process, database, log_path))
+
+
+def track(worker: Worker) -> Worker:
+    """Count `worker` (any service subprocess: the HTTP gateway too) among those killed at
+    the end of the run if still alive."""
     _STARTED.append(worker)
     return worker
 
@@ -360,7 +365,7 @@ def machine() -> dict[str, Any]:
 
 def versions(mongo: EmbeddedMongo) -> dict[str, Any]:
     found: dict[str, Any] = {"python": platform.python_version()}
-    for package in ("faststream", "pymongo", "aio-pika", "pydantic"):
+    for package in ("faststream", "pymongo", "aio-pika", "pydantic", "fastapi", "uvicorn", "httpx"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -87,6 +87,22 @@ TABLE_KEYS = (
     "stats_global_ms",
     "worker_rss_mb",
     "rss_growth_mb",
+    "http_place_per_s",
+    "ratio_http_place_vs_worker",
+    "http_action_per_s",
+    "ratio_http_action_vs_worker",
+    "http_get_p50_ms",
+    "http_get_p99_ms",
+    "http_get_per_s",
+    "http_list_p50_ms",
+    "http_list_p99_ms",
+    "http_list_per_s",
+    "gateway_cpu_ms_per_place",
+    "gateway_cpu_ms_per_action",
+    "gateway_cpu_ms_per_get",
+    "gateway_rss_mb",
+    "http_unexpected_replies",
+    "http_slow_requests",
 )
 
 

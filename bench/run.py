@@ -1,5 +1,6 @@
 """`make bench`: measure the worker against a naive consumer, its request latency, and its
-queries on a large collection, in one run; print a table, write `.bench/latest.json`.
+queries on a large collection, and the HTTP gateway's throughput and latency (bench/http.py),
+in one run; print a table, write `.bench/latest.json`.
 
     BENCH_SCALE=small make bench   # under 2 minutes: N=2,000, 100,000 orders, one run
     make bench                     # full: N=20,000, 1,000,000 orders, median of 3 runs
@@ -27,6 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bench import dataset, naive
 from bench.amqp import RpcClient
 from bench.cpu import CpuMeter
+from bench.http import gateway_figures
 from bench.infra import (
     REPO_ROOT,
     Infra,
@@ -293,6 +295,7 @@ async def _measure(infra: Infra, scale: Scale, sampler: RssSampler) -> dict[str,
         connection = await aio_pika.connect(infra.amqp_url)
         async with connection:
             result |= await throughput(infra, sampler, connection, mongo, scale)
+            result |= await _http(infra, sampler, connection, mongo, scale, worker=result)
             big = database(mongo, BIG_DATABASE)
             log(f"bulk-loading {scale.dataset:,} orders ({scale.customers:,} customers)")
             loaded = await dataset.load(big, scale.dataset, scale.customers, progress=log)
@@ -316,6 +319,30 @@ async def _measure(infra: Infra, scale: Scale, sampler: RssSampler) -> dict[str,
     finally:
         await mongo.close()
     return result
+
+
+async def _http(
+    infra: Infra,
+    sampler: RssSampler,
+    connection: AbstractConnection,
+    mongo: AsyncMongoClient[Document],
+    scale: Scale,
+    *,
+    worker: dict[str, Any],
+) -> dict[str, Any]:
+    """The gateway's figures, in the conditions of the worker's throughput rounds just before
+    (same mongod, a fresh database, nothing else running), and its rates against the
+    worker's. A failed measurement is recorded, not raised: the other figures still count."""
+    try:
+        figures = await gateway_figures(infra, sampler, connection, mongo, scale)
+    except BenchError as exc:
+        log(f"HTTP gateway figures not taken: {exc}")
+        return {"http": {"error": str(exc)}}
+    for http, amqp in (("place", "place_orders_per_s"), ("action", "action_per_s")):
+        figures[f"ratio_http_{http}_vs_worker"] = round(
+            figures[f"http_{http}_per_s"] / worker[amqp], 2
+        )
+    return figures
 
 
 async def _long_running_worker(

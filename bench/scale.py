@@ -30,6 +30,14 @@ class Scale:
     """Places (and as many actions) the long-running worker takes live, to watch its RSS."""
     cursor_walk_budget_s: float
     """How long the keyset walk to the deep page may take; it stops shallower after that."""
+    http_orders: int
+    """Orders placed through the HTTP gateway (then two status changes each)."""
+    http_clients: int
+    """Concurrent HTTP clients of the closed-loop runs."""
+    http_gets: int
+    """GET /api/orders/{id} requests per latency run (one client, then `http_clients`)."""
+    http_lists: int
+    """GET /api/orders/list requests per latency run."""
 
 
 FULL = Scale(
@@ -46,6 +54,10 @@ FULL = Scale(
     rpc_warmup_s=2.0,
     soak_orders=1_600,
     cursor_walk_budget_s=90.0,
+    http_orders=10_000,
+    http_clients=32,
+    http_gets=5_000,
+    http_lists=2_000,
 )
 SMALL = Scale(
     name="small",
@@ -61,6 +73,10 @@ SMALL = Scale(
     rpc_warmup_s=1.0,
     soak_orders=800,
     cursor_walk_budget_s=15.0,
+    http_orders=2_000,
+    http_clients=32,
+    http_gets=2_000,
+    http_lists=1_000,
 )
 SCALES = {scale.name: scale for scale in (FULL, SMALL)}
 
