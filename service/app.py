@@ -29,8 +29,6 @@ from service.store.client import Document
 from service.store.outbox import OutboxRelay
 from service.topology import ACTION, topology
 
-log = logging.getLogger("service")
-
 CATALOGUE_DESCRIPTION = (
     "The orders worker's messages: commands and queries on the `orders` exchange (topic), "
     "events on `orders.events` (topic), replies on the default exchange to the request's "
