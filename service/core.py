@@ -37,7 +37,6 @@ STARTUP_WAIT_SECONDS = 120.0
 
 @dataclass
 class Core:
-    client: AsyncMongoClient[Document]
     store: OrderStore
     relay: OutboxRelay
     orders: OrderService
@@ -94,7 +93,7 @@ async def open_core(
             batch_wait=settings.batch_wait_ms / 1000,
         )
         applier = RollupApplier(client, db, currency=settings.default_currency)
-        core = Core(client, store, relay, orders)
+        core = Core(store, relay, orders)
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
@@ -117,30 +116,33 @@ async def cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _wait_for_mongo(client: AsyncMongoClient[Document]) -> None:
     """Wait (bounded) for MongoDB at start-up instead of failing on a slow replica set."""
-    deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
-    while True:
-        try:
-            await client.admin.command("ping")
-        except PyMongoError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("waiting for MongoDB")
-            await asyncio.sleep(1.0)
-        else:
-            return
+    await _wait_until(lambda: client.admin.command("ping"), PyMongoError, "MongoDB", 1.0)
 
 
 async def _wait_for_rabbitmq(url: str, names: Topology) -> None:
     """Declare the topology, waiting (bounded) for RabbitMQ if it is not up yet."""
+    await _wait_until(
+        lambda: _declare(url, names), (aio_pika.exceptions.AMQPError, OSError), "RabbitMQ", 2.0
+    )
+
+
+async def _wait_until(
+    attempt: Callable[[], Awaitable[object]],
+    errors: type[Exception] | tuple[type[Exception], ...],
+    what: str,
+    pause: float,
+) -> None:
+    """Repeat `attempt` every `pause` seconds while it raises `errors`, for at most
+    STARTUP_WAIT_SECONDS; then its last error is raised."""
     deadline = asyncio.get_running_loop().time() + STARTUP_WAIT_SECONDS
     while True:
         try:
-            await _declare(url, names)
-        except (aio_pika.exceptions.AMQPError, OSError):
+            await attempt()
+        except errors:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.warning("waiting for RabbitMQ")
-            await asyncio.sleep(2.0)
+            log.warning("waiting for %s", what)
+            await asyncio.sleep(pause)
         else:
             return
 

@@ -160,12 +160,13 @@ class Gateway:
         outage) and write its envelope; every error becomes the contract's error envelope
         with its HTTP status."""
         correlation_id = _correlation_id(request)
+        limit = self.settings.max_message_bytes
         # A key per request: a retry after a lost connection cannot apply it twice.
         delivery = Delivery(f"http:{uuid.uuid4()}", correlation_id)
         headers = {CORRELATION_HEADER: correlation_id}
-        with log_context(correlation_id=correlation_id, route=request.url.path):
+        with log_context(correlation_id=correlation_id):
             try:
-                body = await self.body(request) if with_body else {}
+                body = await read_object(request, limit=limit) if with_body else {}
                 answer = await with_retries(
                     lambda: work(body, delivery), self.settings.api_retry_seconds
                 )
@@ -180,9 +181,6 @@ class Gateway:
                 log.exception("request failed: %s %s", request.method, request.url.path)
                 answer = Answer(error_reply(OrderError("Internal error")), 500)
         return _json(answer, headers)
-
-    async def body(self, request: Request) -> dict[str, Any]:
-        return await read_object(request, limit=self.settings.max_message_bytes)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api/orders")
