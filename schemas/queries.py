@@ -117,7 +117,8 @@ class ListOrders(OrderFilters):
         default=None,
         description='Keyset paging: "" for the first page, then the `pagination.next_cursor` of '
         "the previous reply (same filters and sort). Deep pages cost what the first page "
-        "costs; `page` is not used.",
+        "costs; `page` is not used. Cursors are opaque and signed: one the service did not "
+        "issue for this query is a `validation_error`.",
         examples=[""],
     )
 

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
         description="MongoDB URL (a replica set: transactions and change streams need one).",
     )
     mongo_database: str = Field(default="orders", min_length=1)
+    cursor_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Key that signs `orders.list` cursors (at least 32 characters); every "
+        "worker and gateway on one database must have the same. Unset: a random key created "
+        "once in the database (collection `service_keys`) and shared through it.",
+    )
     exchange: str = Field(default="orders", description="Commands and queries exchange (topic).")
     events_exchange: str = Field(default="orders.events", description="Events exchange (topic).")
     dead_letter_exchange: str = Field(default="orders.dlx")

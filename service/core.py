@@ -22,6 +22,7 @@ from pymongo.errors import PyMongoError
 from service.config import Settings
 from service.failpoints import Failpoints
 from service.store.client import Document, connect, database, ensure_indexes
+from service.store.cursors import CursorCodec, cursor_key
 from service.store.orders import OrderStore
 from service.store.outbox import EventPublisher, OutboxRelay
 from service.store.queries import OrderQueries
@@ -85,7 +86,9 @@ async def open_core(
         store = OrderStore(db)
         orders = OrderService(
             store,
-            OrderQueries(db, client),
+            OrderQueries(
+                db, client, cursors=CursorCodec(await cursor_key(db, settings.cursor_key))
+            ),
             OrderStats(db, client),
             relay,
             default_currency=settings.default_currency,

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderFilters
-from service.domain.errors import ValidationFailed
 from service.domain.order import Order
 from service.domain.statuses import CLOSED, OrderStatus
 from service.store.client import ORDERS, Document
+from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
 from service.store.rollups import status_counts
 
@@ -90,10 +86,16 @@ class Page:
 
 class OrderQueries:
     def __init__(
-        self, db: AsyncDatabase[Document], client: AsyncMongoClient[Document] | None = None
+        self,
+        db: AsyncDatabase[Document],
+        client: AsyncMongoClient[Document] | None = None,
+        *,
+        cursors: CursorCodec,
     ) -> None:
-        """With `client`, a count by status alone comes from the stats rollups."""
+        """With `client`, a count by status alone comes from the stats rollups; `cursors`
+        issues and checks the keyset cursors."""
         self._db = db
+        self._cursors = cursors
         self._orders = db[ORDERS]
         self._client = client
 
@@ -105,7 +107,7 @@ class OrderQueries:
         direction = ASCENDING if query.order_direction == "asc" else DESCENDING
         unique = field in {"_id", "order_id"}  # no ties to break
         sort = [(field, direction)] if unique else [(field, direction), ("_id", direction)]
-        after = _after(query, decode_cursor(query)) if query.cursor else None
+        after = _after(query, self._cursors.decode(query)) if query.cursor else None
         skip = 0 if after else (query.page - 1) * query.per_page
         if query.search is not None:
             docs, total = await self._search_page(where, after, sort, skip, query.per_page + 1)
@@ -119,7 +121,7 @@ class OrderQueries:
             [order_from_document(doc) for doc in docs],
             total,
             max(1, math.ceil(total / query.per_page)),
-            encode_cursor(query, docs[-1]) if more else None,
+            self._cursors.encode(query, docs[-1][field], docs[-1]["_id"]) if more else None,
         )
 
     async def _count(self, where: Document) -> int:
@@ -156,57 +158,6 @@ class OrderQueries:
         result = await (await self._orders.aggregate(pipeline, allowDiskUse=True)).to_list()
         counted = result[0]["total"]
         return result[0]["page"], counted[0]["n"] if counted else 0
-
-
-def _query_fingerprint(query: ListOrders) -> str:
-    """What a cursor must be used with: the same filters and the same sort."""
-    scope = query.model_dump(mode="json", exclude={"page", "per_page", "cursor"})
-    digest = hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).digest()
-    return base64.urlsafe_b64encode(digest[:9]).decode()
-
-
-def encode_cursor(query: ListOrders, last: Document) -> str:
-    value = last[SORT_FIELDS[query.order_by]]
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    elif isinstance(value, Decimal):
-        value = str(value)
-    raw = json.dumps([_query_fingerprint(query), value, last["_id"]], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(query: ListOrders) -> tuple[Any, int]:
-    """The sort value and id a cursor continues after; a `validation_error` when it is
-    damaged or belongs to another query."""
-    try:
-        return _parse_cursor(query)
-    except (ValueError, TypeError, InvalidOperation) as exc:
-        raise ValidationFailed(
-            [{"loc": ["cursor"], "msg": "not a cursor of this query (same filters and sort)"}],
-            "Invalid cursor: use the next_cursor of the previous reply with the same query",
-        ) from exc
-
-
-def _parse_cursor(query: ListOrders) -> tuple[Any, int]:
-    text = query.cursor or ""
-    fingerprint, value, last_id = json.loads(
-        base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    )
-    if fingerprint != _query_fingerprint(query) or not isinstance(last_id, int):
-        raise ValueError("cursor of another query")
-    return _typed(query.order_by, value), last_id
-
-
-def _typed(order_by: str, value: Any) -> Any:
-    if order_by in {"created_at", "updated_at"}:
-        return datetime.fromisoformat(value)
-    if order_by == "total":
-        return Decimal(value)
-    if order_by in {"id", "order_id"} and not isinstance(value, int):
-        raise TypeError("not an integer")
-    if order_by in {"status", "customer_id"} and not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
 
 
 def _after(query: ListOrders, position: tuple[Any, int]) -> Document:

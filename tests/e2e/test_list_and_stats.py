@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
-from .amqp_client import AmqpClient, JSONObject
+from .amqp_client import AmqpClient, JSONObject, decode_object
 from .contract import (
     STATUSES,
     act,
@@ -23,6 +26,7 @@ from .contract import (
     place,
     simple_order,
 )
+from .gateway import Gateway, start_gateway, stop_gateway, wait_until_serving
 from .worker import Worker
 
 # (total, final status) of each order, placed in this order.
@@ -205,6 +209,91 @@ async def test_paging(client: AmqpClient, placed: Fixture, per_page: int) -> Non
         assert len(rows) == min(per_page, len(PLAN) - (page - 1) * per_page)
         seen.extend(Decimal(row["total"]) for row in rows)
     assert seen == expected_totals
+
+
+ORDER_BYS = ["created_at", "updated_at", "total", "order_id", "id", "status", "customer_id"]
+FORGED_CURSORS = [
+    "WyJhci02RGdibEpOUjEiLCIxZTk5OTkiLDFd",  # ["ar-6DgblJNR1","1e9999",1]: unsigned, huge total
+    "WyJhci02RGdibEpOUjEiLCIxMC4wMCIsMV0",  # ["ar-6DgblJNR1","10.00",1]: unsigned
+    "not a cursor",
+    "é",
+    "A" * 1000,
+    "_-_-",
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    worker_process: Worker,
+    amqp_url: str,
+    mongo_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """The HTTP gateway on the worker's database: a second process issuing cursors."""
+    log_path = tmp_path_factory.mktemp("e2e-list-gateway") / "gateway.log"
+    gateway = start_gateway(amqp_url, mongo_url, worker_process.database, log_path)
+    try:
+        wait_until_serving(gateway)
+        yield gateway
+    finally:
+        stop_gateway(gateway)
+
+
+def _http_list(gateway: Gateway, **query: Any) -> tuple[int, JSONObject]:
+    response = httpx.get(f"{gateway.url}/api/orders/list", params=query, timeout=15.0)
+    return response.status_code, decode_object(response.content)
+
+
+@pytest.mark.parametrize("order_by", ORDER_BYS)
+async def test_a_cursor_pages_through_every_order_once_over_amqp_and_http(
+    client: AmqpClient, placed: Fixture, gateway: Gateway, order_by: str
+) -> None:
+    """Pages alternate between the worker (AMQP) and the gateway (HTTP): each accepts the
+    other's cursors, and the walk is the page-mode listing, every order exactly once."""
+    query = {"customer_id": placed.customer_id, "order_by": order_by, "order_direction": "asc"}
+    listed = await list_orders(client, **query, per_page=100)
+    expected = [row["id"] for row in listed["data"]]
+    assert sorted(expected) == sorted(o["id"] for o in placed.orders)
+    walked: list[int] = []
+    cursor: str | None = ""
+    for page in range(len(PLAN)):
+        if cursor is None:
+            break
+        if page % 2 == 0:
+            reply = await list_orders(client, **query, per_page=2, cursor=cursor)
+        else:
+            status, reply = _http_list(gateway, **query, per_page=2, cursor=cursor)
+            assert status == 200, reply
+        assert reply["pagination"]["current_page"] is None
+        assert reply["pagination"]["total"] == len(PLAN)
+        walked += [row["id"] for row in reply["data"]]
+        cursor = reply["pagination"]["next_cursor"]
+    assert cursor is None
+    assert walked == expected
+
+
+async def test_a_forged_cursor_is_a_validation_error_at_once(
+    client: AmqpClient, placed: Fixture, gateway: Gateway, worker: Worker
+) -> None:
+    by_total = {"customer_id": placed.customer_id, "order_by": "total", "per_page": 2}
+    issued = (await list_orders(client, **by_total, cursor=""))["pagination"]["next_cursor"]
+    assert issued
+    other_query = {**by_total, "order_by": "created_at"}
+    cases = [(by_total, forged) for forged in FORGED_CURSORS]
+    cases += [(other_query, issued), (by_total, issued[:-2]), (by_total, issued + "AA")]
+    for query, cursor in cases:
+        started = time.monotonic()
+        reply = await client.request("orders.list", {**query, "cursor": cursor}, timeout=5.0)
+        assert reply["success"] is False, cursor
+        assert reply["error"]["code"] == "validation_error", reply
+        assert reply["error"]["details"] == [
+            {"loc": ["cursor"], "msg": "not a cursor of this query (same filters and sort)"}
+        ]
+        status, answer = _http_list(gateway, **query, cursor=cursor)
+        assert (status, answer["error"]["code"]) == (422, "validation_error"), answer
+        assert time.monotonic() - started < 5.0
+    for process in (worker, gateway):
+        assert "Traceback" not in process.log_tail(lines=10_000)
 
 
 async def test_empty_list_has_last_page_one(client: AmqpClient) -> None:

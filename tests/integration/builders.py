@@ -6,6 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.commands import PlaceOrder
+from service.store.cursors import CursorCodec
+
+CURSORS = CursorCodec(b"integration tests: cursor key 32+")
+"""The list cursors' signer in tests that build `OrderQueries` by hand."""
 
 
 def place_body(customer_id: str = "CUST-1", **overrides: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from service.store.outbox import OutboxRelay, PendingEvent
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from service.usecases import OrderService
+from tests.integration.builders import CURSORS
 
 
 @dataclass
@@ -60,5 +61,9 @@ def relay(db: AsyncDatabase[Document], publisher: RecordingPublisher) -> OutboxR
 @pytest.fixture
 def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
     return OrderService(
-        OrderStore(db), OrderQueries(db), OrderStats(db), relay, default_currency="EUR"
+        OrderStore(db),
+        OrderQueries(db, cursors=CURSORS),
+        OrderStats(db),
+        relay,
+        default_currency="EUR",
     )

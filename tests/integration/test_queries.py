@@ -8,18 +8,20 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderStatsQuery
 from service.domain.errors import ValidationFailed
 from service.placing import Delivery
 from service.store.client import Document, ensure_indexes
+from service.store.cursors import CursorCodec, cursor_key
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats, stats_pipeline
 from service.usecases import OrderService
-from tests.integration.builders import place_order
+from tests.integration.builders import CURSORS, place_order
 
 # customer, total, status, day of November 2025, currency, first name, last name, email
 DATA_SET = [
@@ -41,7 +43,7 @@ def _clock(days: list[int]) -> Iterator[datetime]:
 async def known(db: AsyncDatabase[Document], relay: OutboxRelay) -> list[dict[str, Any]]:
     times = _clock([row[3] for row in DATA_SET])
     orders = OrderService(
-        OrderStore(db), OrderQueries(db), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
         default_currency="EUR", clock=lambda: next(times),
     )  # fmt: skip
     placed = []
@@ -59,7 +61,7 @@ async def known(db: AsyncDatabase[Document], relay: OutboxRelay) -> list[dict[st
 
 
 async def _ids(db: AsyncDatabase[Document], **query: Any) -> list[int]:
-    page = await OrderQueries(db).page(ListOrders.model_validate(query))
+    page = await OrderQueries(db, cursors=CURSORS).page(ListOrders.model_validate(query))
     return [order.id for order in page.orders]
 
 
@@ -88,7 +90,7 @@ async def test_search_is_literal_and_case_insensitive(
 async def test_paging_reports_totals_and_last_page(
     db: AsyncDatabase[Document], known: list[dict[str, Any]]
 ) -> None:
-    queries = OrderQueries(db)
+    queries = OrderQueries(db, cursors=CURSORS)
     page = await queries.page(ListOrders(per_page=4, page=2, order_by="id"))
     assert [o.id for o in page.orders] == [2, 1]
     assert (page.total, page.last_page, page.next_cursor) == (6, 2, None)
@@ -104,31 +106,63 @@ async def test_paging_reports_totals_and_last_page(
 async def test_cursor_walks_the_same_orders_as_the_pages(
     db: AsyncDatabase[Document], known: list[dict[str, Any]], order_by: str, direction: str
 ) -> None:
-    queries = OrderQueries(db)
+    queries = OrderQueries(db, cursors=CURSORS)
     base = {"order_by": order_by, "order_direction": direction, "per_page": 4}
     by_pages = [
         o.id
         for number in (1, 2)
         for o in (await queries.page(ListOrders.model_validate(base | {"page": number}))).orders
     ]
-    first = await queries.page(ListOrders.model_validate(base | {"cursor": ""}))
-    assert first.next_cursor is not None
-    second = await queries.page(ListOrders.model_validate(base | {"cursor": first.next_cursor}))
-    assert [o.id for o in first.orders + second.orders] == by_pages
-    assert second.next_cursor is None
-    assert second.total == 6
+    assert sorted(by_pages) == [1, 2, 3, 4, 5, 6]
+    for per_page in (1, 4, 5):
+        walked, cursor = [], ""
+        while True:
+            query = ListOrders.model_validate(base | {"per_page": per_page, "cursor": cursor})
+            page = await queries.page(query)
+            walked += [o.id for o in page.orders]
+            assert page.total == 6
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert walked == by_pages, f"per_page={per_page}"
+
+
+async def test_the_cursor_key_is_shared_through_the_database(
+    db: AsyncDatabase[Document], known: list[dict[str, Any]]
+) -> None:
+    """Two processes on one database (a worker and a gateway) sign with the same key, and
+    accept each other's cursors; a configured key replaces it."""
+    first, second = await cursor_key(db, None), await cursor_key(db, None)
+    assert first == second
+    assert len(first) == 32
+    configured = SecretStr("c" * 32)
+    assert await cursor_key(db, configured) == b"c" * 32
+    worker = OrderQueries(db, cursors=CursorCodec(first))
+    gateway = OrderQueries(db, cursors=CursorCodec(second))
+    query = ListOrders(order_by="total", per_page=4, cursor="")
+    issued = (await worker.page(query)).next_cursor
+    assert issued is not None
+    rest = await gateway.page(query.model_copy(update={"cursor": issued}))
+    assert [o.id for o in rest.orders] == [6, 4]  # 40.00 and 19.99 (by total, descending)
+    other = OrderQueries(db, cursors=CursorCodec(b"c" * 32))
+    with pytest.raises(ValidationFailed):
+        await other.page(query.model_copy(update={"cursor": issued}))
 
 
 async def test_a_cursor_only_works_with_its_own_query(
     db: AsyncDatabase[Document], known: list[dict[str, Any]]
 ) -> None:
-    queries = OrderQueries(db)
+    queries = OrderQueries(db, cursors=CURSORS)
     first = await queries.page(ListOrders(per_page=2))
     assert first.next_cursor is not None
     with pytest.raises(ValidationFailed):
         await queries.page(ListOrders(per_page=2, customer_id="alice", cursor=first.next_cursor))
     with pytest.raises(ValidationFailed):
         await queries.page(ListOrders(per_page=2, cursor="bm90IGEgY3Vyc29y"))
+    # The unsigned format of before, with a total that BSON's Decimal128 cannot hold.
+    forged = "WyJhci02RGdibEpOUjEiLCIxZTk5OTkiLDFd"
+    with pytest.raises(ValidationFailed):
+        await queries.page(ListOrders(order_by="total", cursor=forged))
 
 
 async def test_stats_over_everything(
@@ -230,5 +264,5 @@ async def test_a_search_with_a_nul_character_is_answered(
     db: AsyncDatabase[Document], known: list[dict[str, Any]], text: str
 ) -> None:
     # mongod refuses a regular expression with an embedded NUL byte: it must be escaped
-    page = await OrderQueries(db).page(ListOrders(search=text))
+    page = await OrderQueries(db, cursors=CURSORS).page(ListOrders(search=text))
     assert (page.orders, page.total) == ([], 0)

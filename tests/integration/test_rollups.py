@@ -31,7 +31,7 @@ from service.store.rollups import (
 )
 from service.store.stats import OrderStats
 from service.usecases import OrderService
-from tests.integration.builders import place_order
+from tests.integration.builders import CURSORS, place_order
 
 CUSTOMERS = [f"cust-{n}" for n in range(7)]
 
@@ -49,7 +49,7 @@ async def _workload(
     rng = random.Random(7)
     times = _clock(7)
     orders = OrderService(
-        OrderStore(db), OrderQueries(db), OrderStats(db, client), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db, client), relay,
         default_currency="EUR", clock=lambda: next(times),
     )  # fmt: skip
     placed = []
@@ -86,7 +86,7 @@ async def _both(
     from_orders = await OrderStats(db).aggregate(OrderStatsQuery(), "EUR")
     for filters in STATUS_LISTS:  # list totals by status agree too
         query = ListOrders.model_validate(filters)
-        total = (await OrderQueries(db, client).page(query)).total
+        total = (await OrderQueries(db, client, cursors=CURSORS).page(query)).total
         assert total == await db[ORDERS].count_documents(order_filter(query)), filters
     return from_rollups, from_orders
 

@@ -21,7 +21,7 @@ from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from service.usecases import OrderService
-from tests.integration.builders import place_order
+from tests.integration.builders import CURSORS, place_order
 from tests.integration.conftest import RecordingPublisher
 
 NO_DELIVERY = Delivery()
@@ -73,7 +73,7 @@ async def test_a_taken_order_number_is_drawn_again(
 ) -> None:
     numbers = chain([555_555_555, 555_555_555], repeat(777_777_777))
     orders = OrderService(
-        OrderStore(db), OrderQueries(db), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
         default_currency="EUR", order_numbers=lambda: next(numbers),
     )  # fmt: skip
     first = (await orders.place(place_order(), NO_DELIVERY)).order
