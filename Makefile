@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http mongo-stop chaos bench docs docs-gen clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http mongo-stop chaos bench docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http mongo-stop chaos bench docs docs-gen clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http mongo-stop chaos bench docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -88,6 +88,11 @@ bench: install rabbitmq
 # API's docs/openapi.json are generated from the code (tests/unit/test_asyncapi.py and
 # test_openapi_document.py fail when they are stale); `make docs` serves the catalogue as an
 # offline HTML page on 127.0.0.1:$(DOCS_PORT).
+# The docker-compose stack's secrets: writes the git-ignored .env from .env.example with
+# random values (never overwrites an existing .env).
+compose-env: install
+	$(UV) run python -m devtools.compose_env
+
 docs-gen: install
 	$(UV) run python -m devtools.catalogue gen
 

@@ -1,8 +1,10 @@
 """The least-privilege users of `deploy/rabbitmq/definitions.json`, tried on the real broker.
 
-The committed file is imported with `rabbitmqctl import_definitions` into a vhost of its own,
-its users renamed with a random suffix (users are node-wide), and each role is checked for
-what it must be able to do and for what it must be refused. Everything is deleted afterwards.
+The committed file is rendered as the compose stack renders it (password hashes from the
+environment and an administrator, `deploy/rabbitmq/render_definitions.py`), imported with
+`rabbitmqctl import_definitions` into a vhost of its own, its users renamed with a random
+suffix (users are node-wide), and each role is checked for what it must be able to do and for
+what it must be refused. Everything is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ from urllib.parse import quote
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.exceptions import ChannelAccessRefused
+from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 
+from deploy.rabbitmq.render_definitions import (
+    ADMIN_PASSWORD,
+    DEFAULT_ADMIN,
+    password_variable,
+    render,
+)
 from devtools import rabbitmq
 from service.config import Settings
 from service.topology import COMMANDS, PLACE, QUERIES, STATUSES, Topology, topology
@@ -33,6 +41,7 @@ from service.topology import COMMANDS, PLACE, QUERIES, STATUSES, Topology, topol
 DEFINITIONS = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "definitions.json"
 WORKER, PRODUCER, CONSUMER = "orders-worker", "orders-producer", "orders-consumer"
 ROLES = (WORKER, PRODUCER, CONSUMER)
+ADMIN = DEFAULT_ADMIN
 IMPORT_TIMEOUT = 30.0
 REPLY_TIMEOUT = 10.0
 
@@ -104,16 +113,15 @@ def deployment(
     rabbitmq.ensure_running()
     suffix = uuid.uuid4().hex[:8]
     vhost = f"orders-defs-check-{suffix}"
-    users = {role: f"{role}-{suffix}" for role in ROLES}
-    renamed = _renamed(definitions, vhost, users)
+    users = {role: f"{role}-{suffix}" for role in (*ROLES, ADMIN)}
+    passwords = {role: secrets.token_urlsafe(18) for role in (*ROLES, ADMIN)}
+    env = {password_variable(role): passwords[role] for role in ROLES}
+    renamed = _renamed(render(definitions, env | {ADMIN_PASSWORD: passwords[ADMIN]}), vhost, users)
     path = tmp_path_factory.mktemp("rabbitmq") / "definitions.json"
     path.write_text(json.dumps(renamed), encoding="utf-8")
     try:
         rabbitmq.import_definitions(path)
         _wait_for_import(renamed, vhost)
-        passwords = {role: secrets.token_urlsafe(18) for role in ROLES}
-        for role, password in passwords.items():
-            rabbitmq.change_password(users[role], password)
         yield Deployment(vhost, users, passwords)
     finally:
         for user in users.values():
@@ -243,6 +251,17 @@ def test_the_file_is_for_vhost_slash_and_three_users_without_passwords(
     assert {item["vhost"] for section in sections for item in definitions[section]} == {"/"}
     assert sorted(user["name"] for user in definitions["users"]) == sorted(ROLES)
     assert {user["password_hash"] for user in definitions["users"]} == {""}
+
+
+@pytest.mark.parametrize("role", [*ROLES, ADMIN])
+async def test_each_user_logs_in_with_the_password_its_hash_was_rendered_from(
+    deployment: Deployment, role: str
+) -> None:
+    async with await aio_pika.connect(deployment.url(role)) as connection:
+        assert not connection.is_closed
+    wrong = Deployment(deployment.vhost, deployment.users, {role: "not-the-password"})
+    with pytest.raises(ProbableAuthenticationError):
+        await aio_pika.connect(wrong.url(role))
 
 
 async def test_the_worker_declares_its_topology_and_publishes(deployment: Deployment) -> None:

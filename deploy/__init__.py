@@ -1,0 +1,1 @@
+"""Deployment files: the compose stack's RabbitMQ and MongoDB set-up."""

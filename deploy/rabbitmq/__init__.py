@@ -1,0 +1,1 @@
+"""RabbitMQ definitions and their rendering with the password hashes."""
