@@ -119,4 +119,4 @@ def test_the_gateway_runs_the_gateway_module_and_publishes_its_port(
     }
     assert {host for host, _ in published}.isdisjoint(worker_ports), "a host port taken twice"
     probe = " ".join(gateway["healthcheck"]["test"])
-    assert re.search(rf"127\.0\.0\.1:{port}/api/orders/", probe), probe
+    assert re.search(rf"127\.0\.0\.1:{port}/health/ready\b", probe), probe
