@@ -257,12 +257,6 @@ async def test_several_keys_are_accepted_and_a_removed_one_is_not(
         error_of(refused, 401, "bad_request")
 
 
-def test_the_setting_holds_digests_not_keys() -> None:
-    with pytest.raises(ValueError, match="SHA-256"):
-        Settings(api_key_hashes=frozenset({new_key()}))
-    assert Settings(api_key_hashes=frozenset({"AB" * 32})).api_key_hashes == {"ab" * 32}
-
-
 # -- CORS ----------------------------------------------------------------------------------------
 
 
@@ -306,12 +300,6 @@ async def test_cors_allows_only_the_configured_origins(amqp_url: str, mongo_url:
         assert "x-correlation-id" in read.headers["access-control-expose-headers"].lower()
         elsewhere = await http.get("/api/orders/meta/statuses", headers={"Origin": EVIL_ORIGIN})
         assert "access-control-allow-origin" not in elsewhere.headers
-
-
-@pytest.mark.parametrize("origin", ["*", "https://shop.example.com/", "shop.example.com"])
-def test_cors_origins_are_plain_origins(origin: str) -> None:
-    with pytest.raises(ValueError, match="not an origin"):
-        Settings(api_cors_origins=(origin,))
 
 
 # -- no internals in any response ----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """API keys of the HTTP gateway (service/gateway/auth.py) and `make api-key`
-(devtools/api_key.py): what is stored, what is accepted."""
+(devtools/api_key.py): what is stored, what is accepted; and the CORS origins setting."""
 
 from __future__ import annotations
 
@@ -66,3 +66,21 @@ def test_make_api_key_with_keys_prints_only_their_setting(
     assert accepted.accept("first-key")
     assert accepted.accept("second-key")
     assert not accepted.accept("third-key")
+
+
+def test_the_setting_holds_digests_not_keys() -> None:
+    """A key pasted where its digest belongs is refused at start-up, not silently unusable."""
+    with pytest.raises(ValueError, match="SHA-256"):
+        Settings(api_key_hashes=frozenset({new_key()}))
+    assert Settings(api_key_hashes=frozenset({"AB" * 32})).api_key_hashes == {"ab" * 32}
+
+
+@pytest.mark.parametrize("origin", ["*", "https://shop.example.com/", "shop.example.com"])
+def test_cors_origins_are_plain_origins(origin: str) -> None:
+    with pytest.raises(ValueError, match="not an origin"):
+        Settings(api_cors_origins=(origin,))
+
+
+def test_cors_origins_with_ports_and_ip_literals_are_accepted() -> None:
+    origins = ("https://shop.example.com", "http://127.0.0.1:5173", "http://[::1]:8080")
+    assert Settings(api_cors_origins=origins).api_cors_origins == origins
