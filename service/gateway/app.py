@@ -3,6 +3,10 @@
 Every route turns its request into the body the broker handler of the same name takes and
 answers with the same envelope. A change made here writes its event into the same outbox,
 and this process's relay publishes it to the same events exchange.
+
+The order routes need an API key (auth.py); health, metrics (health.py) and the docs, served
+from a package rather than a CDN, do not. CORS is off unless origins are configured, and
+whatever fails unexpectedly is answered with the envelope, never a trace.
 """
 
 from __future__ import annotations
