@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http mongo-stop chaos bench docs docs-gen compose-env clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop chaos bench docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http mongo-stop chaos bench docs docs-gen compose-env clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop chaos bench docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -65,9 +65,20 @@ run: install rabbitmq
 	@$(WITH_MONGO); exec $(UV) run faststream run --factory service.app:create_app
 
 # The HTTP gateway (uvicorn) on ORDERS_API_HOST:ORDERS_API_PORT (default 127.0.0.1:8080),
-# over the same store and events as the worker; it needs no worker running.
+# over the same store and events as the worker; it needs no worker running. Its /api/orders
+# routes answer only the API keys whose digests are in ORDERS_API_KEY_HASHES (`make api-key`).
 http: install rabbitmq
+	@if [ -z "$${ORDERS_API_KEY_HASHES:-}" ] || [ "$${ORDERS_API_KEY_HASHES// /}" = "[]" ]; then \
+		echo "ORDERS_API_KEY_HASHES is not set: every /api/orders request will be answered 401." >&2; \
+		echo "For a development key: eval \"\$$(make -s api-key)\" && make http" >&2; \
+		echo "(then send Authorization: Bearer \$$ORDERS_API_KEY)" >&2; \
+	fi
 	@$(WITH_MONGO); exec $(UV) run python -m service.gateway
+
+# A new API key for the HTTP gateway, printed as shell lines: ORDERS_API_KEY (for clients) and
+# ORDERS_API_KEY_HASHES (its digest, the gateway's setting). `eval "$(make -s api-key)"`.
+api-key: install
+	@$(UV) run python -m devtools.api_key
 
 mongo-stop: install
 	$(UV) run python -m devtools.embedded_mongo stop --dbpath $(MONGO_DBPATH) --port $(MONGO_PORT)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -40,6 +41,7 @@ from bench.measure import EVENTS, BenchError
 from bench.numbers import ms, percentile
 from bench.scale import Scale
 from devtools.embedded_mongo import free_port
+from service.gateway.auth import key_digest, new_key
 from service.store.client import ORDERS, Document, database
 
 DATABASE = "bench_http"
@@ -161,9 +163,9 @@ async def _send(client: httpx.AsyncClient, call: Call, loop: Loop) -> None:
         loop.examples.append(f"{call.method} {call.path}: {detail}")
 
 
-def start_gateway(infra: Infra, name: str) -> tuple[Worker, int]:
-    """`python -m service.gateway` on a free port, on database `name`; the worker's health
-    port off (`ORDERS_HTTP_PORT=0`), as every worker of the bench."""
+def start_gateway(infra: Infra, name: str, api_key: str) -> tuple[Worker, int]:
+    """`python -m service.gateway` on a free port, on database `name`, accepting `api_key`;
+    the worker's health port off (`ORDERS_HTTP_PORT=0`), as every worker of the bench."""
     port = free_port()
     env = {
         **os.environ,
@@ -173,6 +175,7 @@ def start_gateway(infra: Infra, name: str) -> tuple[Worker, int]:
         "ORDERS_API_HOST": "127.0.0.1",
         "ORDERS_API_PORT": str(port),
         "ORDERS_HTTP_PORT": "0",
+        "ORDERS_API_KEY_HASHES": json.dumps([key_digest(api_key)]),
     }
     log_path = infra.logdir / "gateway.log"
     with log_path.open("wb") as out:
@@ -241,7 +244,8 @@ async def gateway_figures(
     """Start the gateway on database `bench_http`, take every figure, stop it with SIGTERM
     and drop the database."""
     log(f"HTTP gateway: {scale.http_orders:,} orders, {scale.http_clients} clients")
-    gateway, port = start_gateway(infra, DATABASE)
+    api_key = new_key()
+    gateway, port = start_gateway(infra, DATABASE, api_key)
     sampler.watch(gateway, "http-start")
     details: dict[str, Any] = {"clients": scale.http_clients, "database": DATABASE}
     try:
@@ -250,6 +254,7 @@ async def gateway_figures(
                 await stack.enter_async_context(
                     httpx.AsyncClient(
                         base_url=f"http://127.0.0.1:{port}",
+                        headers={"Authorization": f"Bearer {api_key}"},
                         timeout=REQUEST_TIMEOUT,
                         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.domain.money import CURRENCY_SYMBOLS
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -89,6 +93,17 @@ class Settings(BaseSettings):
         description="How long an HTTP request waits out a MongoDB outage before it is "
         "answered 503.",
     )
+    api_key_hashes: frozenset[str] = Field(
+        default=frozenset(),
+        description="SHA-256 hex digests of the API keys the HTTP gateway accepts on "
+        '/api/orders (JSON list, e.g. ["9f86d0..."]; `make api-key` makes a key and its '
+        "digest). Empty: every /api/orders request is answered 401.",
+    )
+    api_cors_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Origins a browser may call the HTTP gateway from (CORS), e.g. "
+        '["https://shop.example.com"]. Empty: no cross-origin call is allowed.',
+    )
     failpoints: frozenset[str] = Field(
         default=frozenset(),
         description="Fault injection for the reliability tests only, e.g. "
@@ -102,6 +117,27 @@ class Settings(BaseSettings):
         if code not in CURRENCY_SYMBOLS:
             raise ValueError(f"unknown currency {value!r}")
         return code
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _sha256_digests(cls, value: frozenset[str]) -> frozenset[str]:
+        digests = frozenset(digest.strip().lower() for digest in value)
+        for digest in digests:
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    "each API key hash is the 64 hex digits of a SHA-256 digest, not the key"
+                )
+        return digests
+
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _plain_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, no wildcard"
+                )
+        return value
 
     @field_validator("log_level")
     @classmethod

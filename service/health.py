@@ -69,15 +69,21 @@ class Readiness:
         return f"not consuming {', '.join(sorted(missing))}" if missing else OK
 
     async def _mongo_check(self) -> str:
-        if self.client is None:
-            return "not connected yet"
-        try:
-            await asyncio.wait_for(self.client.admin.command("ping"), MONGO_PING_TIMEOUT)
-        except TimeoutError:
-            return f"no answer to a ping within {MONGO_PING_TIMEOUT:g}s"
-        except PyMongoError as exc:
-            return f"ping failed: {type(exc).__name__}"
-        return OK
+        return await mongo_check(self.client)
+
+
+async def mongo_check(client: AsyncMongoClient[Document] | None) -> str:
+    """`ok` when MongoDB answers a ping within MONGO_PING_TIMEOUT, else what went wrong
+    (the worker's readiness and the HTTP gateway's)."""
+    if client is None:
+        return "not connected yet"
+    try:
+        await asyncio.wait_for(client.admin.command("ping"), MONGO_PING_TIMEOUT)
+    except TimeoutError:
+        return f"no answer to a ping within {MONGO_PING_TIMEOUT:g}s"
+    except PyMongoError as exc:
+        return f"ping failed: {type(exc).__name__}"
+    return OK
 
 
 class HealthServer:

@@ -3,6 +3,10 @@
 Every route turns its request into the body the broker handler of the same name takes and
 answers with the same envelope. A change made here writes its event into the same outbox,
 and this process's relay publishes it to the same events exchange.
+
+The order routes need an API key (auth.py); health, metrics (health.py) and the docs, served
+from a package rather than a CDN, do not. CORS is off unless origins are configured, and
+whatever fails unexpectedly is answered with the envelope, never a trace.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from faststream.rabbit import RabbitBroker
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 
@@ -30,12 +38,17 @@ from service.config import Settings
 from service.core import Core, open_core
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
 from service.gateway import openapi
-from service.gateway.requests import query_object, read_object, with_header
+from service.gateway.auth import API_KEY_HEADER, ApiKeys, authenticate
+from service.gateway.health import GatewayHealth, RequestMetrics
+from service.gateway.requests import RefusedBody, query_object, read_object, with_header
 from service.handlers.delivery import TransientExhausted, error_reply, publish_event, with_retries
 from service.handlers.orders import OrderHandlers, placed_reply
 from service.handlers.parsing import parse
+from service.health import Phase
 from service.logs import configure_logging, log_context
+from service.metrics import ServiceMetrics
 from service.placing import Delivery
+from service.store.client import Document
 from service.store.outbox import PendingEvent
 from service.topology import topology
 from service.usecases import OrderService
@@ -56,6 +69,9 @@ UNAVAILABLE = "Storage unavailable; try again (with the same Idempotency-Key to 
 RETRY_AFTER_SECONDS = 5
 PUBLISH_TIMEOUT_SECONDS = 5.0
 CORRELATION_HEADER = "X-Correlation-ID"
+DOCS_ASSETS = "/docs/assets"
+"""Where Swagger UI's script, styles and icon are served from (the `fastapi-offline`
+package's copy): /docs loads nothing from elsewhere."""
 
 OrderId = Annotated[int, Path(ge=1, le=2**62, description="The order's database id.", examples=[3])]
 IdempotencyKey = Annotated[
@@ -101,15 +117,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     gateway = Gateway(settings)
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Orders service HTTP API",
         version="0.1.0",
         description=openapi.DESCRIPTION,
         lifespan=gateway.lifespan,
+        static_url=DOCS_ASSETS,
+        # No "valid" badge: Swagger UI would send the document to an online validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    app.include_router(gateway.health.router())
     app.include_router(gateway.router())
     app.add_exception_handler(RequestValidationError, _refused_parameters)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api_cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                API_KEY_HEADER,
+                "Content-Type",
+                "Idempotency-Key",
+                CORRELATION_HEADER,
+            ],
+            expose_headers=[CORRELATION_HEADER, "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+    app.add_middleware(RequestMetrics, registry=gateway.health.registry)  # outermost
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app
 
@@ -120,31 +157,50 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = topology(settings)
+        self.keys = ApiKeys(settings.api_key_hashes)
+        self.health = GatewayHealth(CollectorRegistry())
+        # The worker's metrics: events published (FastStream's middleware) and the backlog.
+        self.metrics = ServiceMetrics(self.health.registry)
         self.broker = RabbitBroker(
-            settings.amqp_url.get_secret_value(), log_level=logging.DEBUG, fail_fast=False
+            settings.amqp_url.get_secret_value(),
+            log_level=logging.DEBUG,
+            fail_fast=False,
+            middlewares=[self.metrics.middleware],
         )
         self.handlers = OrderHandlers()
         self.core: Core | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        if not self.keys:
+            log.warning(
+                "no API key configured (ORDERS_API_KEY_HASHES): every /api/orders request "
+                "is answered 401; `make api-key` makes a key and prints its setting"
+            )
         async with open_core(
             self.settings,
             self.names,
             self,
+            report_backlog=self.metrics.backlog,
+            on_connect=self._connected,
             on_broker=self.broker.start,
             # One attempt must fit in the retry budget, so a 503 comes when it says.
             mongo_timeout_ms=min(5000, int(self.settings.api_retry_seconds * 1000)),
         ) as core:
             self.core = core
             self.handlers.service = core.orders
+            self.health.phase = Phase.RUNNING
             log.info("HTTP gateway on http://%s:%d", self.settings.api_host, self.settings.api_port)
             try:
                 yield
             finally:
+                self.health.phase = Phase.STOPPING
                 with contextlib.suppress(Exception, TimeoutError):  # bounded, like the worker's
                     await asyncio.wait_for(core.relay.sweep(older_than=timedelta(0)), 5.0)
                 await self.broker.stop()
+
+    def _connected(self, client: AsyncMongoClient[Document]) -> None:
+        self.health.client = client
 
     async def publish_event(self, event: PendingEvent) -> None:
         """Publish with a bound: while RabbitMQ is unreachable, a request answers once its
@@ -172,7 +228,8 @@ class Gateway:
                 )
             except OrderError as exc:
                 log.info("refused %s: %s %s", request.url.path, exc.code, exc.message)
-                answer = Answer(error_reply(exc), STATUS_OF_CODE[exc.code])
+                status = exc.status if isinstance(exc, RefusedBody) else STATUS_OF_CODE[exc.code]
+                answer = Answer(error_reply(exc), status)
             except TransientExhausted:
                 log.warning("refused %s: MongoDB unavailable", request.url.path)
                 answer = Answer(error_reply(OrderError(UNAVAILABLE)), 503)
@@ -183,7 +240,7 @@ class Gateway:
         return _json(answer, headers)
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/api/orders")
+        router = APIRouter(prefix="/api/orders", dependencies=[Depends(authenticate(self.keys))])
         handlers = self.handlers
 
         @router.post("/place", **openapi.PLACE)
@@ -291,6 +348,15 @@ async def _refused_parameters(request: Request, exc: Exception) -> Response:
     where = ".".join(str(part) for part in details[0]["loc"])
     error = ValidationFailed(details, f"Invalid {where}: {details[0]['msg']}")
     return _json(Answer(error_reply(error), 422), {CORRELATION_HEADER: _correlation_id(request)})
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Anything raised outside a route's own handling: the envelope, nothing internal shown
+    (the traceback goes to the log)."""
+    return _json(
+        Answer(error_reply(OrderError("Internal error")), 500),
+        {CORRELATION_HEADER: _correlation_id(request)},
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

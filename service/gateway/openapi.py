@@ -30,15 +30,17 @@ from service.domain.statuses import OrderStatus
 
 DESCRIPTION = (
     "The orders service over HTTP: the same use cases, store, envelopes and events as its "
-    "AMQP interface (docs/asyncapi.json). Bodies are UTF-8 JSON objects of at most 256 KiB; "
-    'amounts are exact decimals (send `150.00` or `"150.00"`, never more than two '
-    "decimals). Every reply is the envelope `{success, message?, data | error}`; errors carry "
-    "the contract's code: 400 bad_request, 404 not_found, 409 invalid_transition and "
-    "version_conflict, 422 validation_error and unknown_action, 500 internal_error, 503 while "
-    "MongoDB is unreachable (retry; the same `Idempotency-Key` makes a retry safe). Changes "
-    "publish the same events "
-    "(`order.placed`, `order.status_changed`, `order.metadata_updated`) on the "
-    "`orders.events` exchange. `X-Correlation-ID` is echoed and carried by the events."
+    "AMQP interface (docs/asyncapi.json). Every `/api/orders` route needs an API key, sent "
+    "as `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 otherwise). Bodies are UTF-8 "
+    "JSON objects of at most 256 KiB, sent as `Content-Type: application/json`; amounts are "
+    'exact decimals (send `150.00` or `"150.00"`, never more than two decimals). Every reply '
+    "is the envelope `{success, message?, data | error}`; errors carry the contract's code: "
+    "400 bad_request (also 401 no or unknown API key, 413 body too large, 415 not JSON), 404 "
+    "not_found, 409 invalid_transition and version_conflict, 422 validation_error and "
+    "unknown_action, 500 internal_error, 503 while MongoDB is unreachable (retry; the same "
+    "`Idempotency-Key` makes a retry safe). Changes publish the same events (`order.placed`, "
+    "`order.status_changed`, `order.metadata_updated`) on the `orders.events` exchange. "
+    "`X-Correlation-ID` is echoed and carried by the events."
 )
 
 REF = "#/components/schemas/{model}"
@@ -85,11 +87,22 @@ ACTION_EXAMPLES: dict[str, dict[str, Any]] = {
 PLACED_EXAMPLE = {"success": True, "message": "Order placed successfully", "data": ORDER_EXAMPLE}
 ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
     400: {"code": "bad_request", "message": "Message body is not valid JSON", "details": None},
+    401: {"code": "bad_request", "message": "Invalid API key", "details": None},
     404: {"code": "not_found", "message": "Order with id 999 not found", "details": {"id": 999}},
     409: {
         "code": "invalid_transition",
         "message": "Cannot change status from completed to pending",
         "details": {"from": "completed", "to": "pending", "allowed": ["refunded"]},
+    },
+    413: {
+        "code": "bad_request",
+        "message": "Request body is 300000 bytes; the limit is 262144",
+        "details": None,
+    },
+    415: {
+        "code": "bad_request",
+        "message": "Content-Type must be application/json, not text/plain",
+        "details": None,
     },
     422: {
         "code": "validation_error",
@@ -104,7 +117,11 @@ ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
     },
 }
 ERROR_MEANING = {
-    400: "bad_request: the body is not a JSON object, too large, or not UTF-8.",
+    400: "bad_request: the body is not a JSON object, or not UTF-8.",
+    401: "bad_request: no API key, or not one of the gateway's (`WWW-Authenticate` says "
+    "how to send one).",
+    413: "bad_request: the body is larger than 256 KiB.",
+    415: "bad_request: the body is not sent as `Content-Type: application/json`.",
     404: "not_found: no order with this id.",
     409: "invalid_transition (the table does not allow it) or version_conflict "
     "(expected_version is not the order's).",
@@ -133,16 +150,25 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
                 }
             },
         }
-        | ({"headers": RETRY_AFTER} if status == 503 else {})
-        for status in (*statuses, 500, 503)
+        | ({"headers": HEADERS[status]} if status in HEADERS else {})
+        for status in (401, *statuses, 500, 503)
     }
 
 
-RETRY_AFTER = {
-    "Retry-After": {
-        "description": "Seconds to wait before trying again.",
-        "schema": {"type": "integer", "minimum": 0},
-    }
+HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'The challenge: `Bearer realm="orders"`, with '
+            '`error="invalid_token"` when the key sent is not accepted.',
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
 }
 
 
@@ -215,7 +241,7 @@ PLACE: dict[str, Any] = {
             "Already placed with this key: the first order.",
             PLACED_EXAMPLE | {"message": "Order already placed"},
         ),
-        **_errors(400, 422),
+        **_errors(400, 413, 415, 422),
     },
     "openapi_extra": _body("PlaceOrder", {"example_order": PLACE_EXAMPLE}),
 }
@@ -247,7 +273,7 @@ ACTION: dict[str, Any] = {
                 "data": ORDER_EXAMPLE | {"status": "in_progress", "version": 2},
             },
         ),
-        **_errors(400, 404, 409, 422),
+        **_errors(400, 404, 409, 413, 415, 422),
     },
     "openapi_extra": _body("OrderActionRequest", ACTION_EXAMPLES),
 }

@@ -1,12 +1,16 @@
 """Start, probe and stop the HTTP gateway the way ``make http`` does: a plain subprocess.
 
-``python -m service.gateway`` in this venv, its settings from ``ORDERS_*`` variables only.
-Like ``worker.py``, nothing here imports the service.
+``python -m service.gateway`` in this venv, its settings from ``ORDERS_*`` variables only,
+with an API key of its own (the setting holds its SHA-256 digest, as ``make api-key`` prints
+it). Like ``worker.py``, nothing here imports the service.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from .worker import LOG_TAIL_LINES, REPO_ROOT, log_tail
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-READY_PATH = "/api/orders/meta/statuses"
+READY_PATH = "/health/ready"
 POLL_SECONDS = 0.1
 
 
@@ -35,10 +39,16 @@ class Gateway:
     database: str
     port: int
     """Of the API on 127.0.0.1."""
+    api_key: str
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers that authenticate a request."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self.log_path, lines)
@@ -51,8 +61,11 @@ def start_gateway(
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
 ) -> Gateway:
-    """``python -m service.gateway`` from the repo root on a free port; the health port is
-    0 (the gateway serves no health endpoints of the worker's)."""
+    """``python -m service.gateway`` from the repo root on a free port, accepting a new API
+    key (``extra_env`` may set ``ORDERS_API_KEY_HASHES`` otherwise); the worker's health port
+    is 0 (the gateway serves its own health endpoints on its API port)."""
+    api_key = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
     env = {
         **os.environ,
         "ORDERS_AMQP_URL": amqp_url,
@@ -62,6 +75,7 @@ def start_gateway(
         "ORDERS_API_HOST": "127.0.0.1",
         "ORDERS_API_PORT": str(free_port()),
         "ORDERS_HTTP_PORT": "0",
+        "ORDERS_API_KEY_HASHES": json.dumps([digest]),
         **(extra_env or {}),
     }
     with log_path.open("ab") as log:
@@ -72,13 +86,13 @@ def start_gateway(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return Gateway(process, log_path, database, int(env["ORDERS_API_PORT"]))
+    return Gateway(process, log_path, database, int(env["ORDERS_API_PORT"]), api_key)
 
 
 def wait_until_serving(gateway: Gateway, timeout: float = READY_TIMEOUT) -> None:
-    """Serving = ``GET /api/orders/meta/statuses`` answers 200. Uvicorn listens only once
-    the lifespan (MongoDB, indexes, the broker topology) is done, so until then the
-    connection is refused."""
+    """Serving = ``GET /health/ready`` answers 200. Uvicorn listens only once the lifespan
+    (MongoDB, indexes, the broker topology) is done, so until then the connection is
+    refused."""
     deadline = time.monotonic() + timeout
     last = "no attempt made"
     with httpx.Client(base_url=gateway.url, timeout=2.0) as http:

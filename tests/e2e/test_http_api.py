@@ -70,6 +70,7 @@ STATEFUL_SCENARIOS = 50
 STATEFUL_STEPS = 8
 STATEFUL_RUNS = 3
 HTTP_TIMEOUT = 15.0
+JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +97,15 @@ def gateway(
 
 @pytest.fixture
 def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=HTTP_TIMEOUT) as session:
+    with httpx.Client(base_url=gateway.url, timeout=HTTP_TIMEOUT, headers=gateway.auth) as session:
         yield session
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def ahttp(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=HTTP_TIMEOUT) as session:
+    async with httpx.AsyncClient(
+        base_url=gateway.url, timeout=HTTP_TIMEOUT, headers=gateway.auth
+    ) as session:
         yield session
 
 
@@ -150,13 +153,16 @@ live_schema = schemathesis.pytest.from_fixture("api_schema")
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_every_operation_conforms_to_the_document(case: Case[Any], exercised: Exercised) -> None:
+def test_every_operation_conforms_to_the_document(
+    case: Case[Any], exercised: Exercised, gateway: Gateway
+) -> None:
     """No 5xx, only documented status codes and content types, bodies as documented.
 
     Schemathesis' examples, coverage (edge values, missing and wrong-typed fields,
-    undocumented methods) and fuzzing phases, with valid and invalid data; `max_examples`
-    bounds the fuzzing only: about 1,100 requests over the eight operations in all."""
-    response = case.call_and_validate(checks=CHECKS, timeout=HTTP_TIMEOUT)
+    undocumented methods) and fuzzing phases, with valid and invalid data, each sent with
+    the gateway's API key; `max_examples` bounds the fuzzing only: about 1,100 requests over
+    the eight operations in all."""
+    response = case.call_and_validate(headers=gateway.auth, checks=CHECKS, timeout=HTTP_TIMEOUT)
     exercised[case.operation.label, response.status_code // 100] += 1
 
 
@@ -174,7 +180,7 @@ def test_every_operation_was_exercised(api_schema: BaseSchema, exercised: Exerci
     assert accepted == OPERATIONS, f"no 2xx answer for {OPERATIONS - accepted}: {exercised}"
 
 
-def test_linked_sequences_conform_to_the_document(api_schema: BaseSchema) -> None:
+def test_linked_sequences_conform_to_the_document(api_schema: BaseSchema, gateway: Gateway) -> None:
     """Stateful: sequences of calls that follow the links Schemathesis infers from the
     document (the `id` of the order a reply names feeds the `{id}` of the next call), with
     the same checks plus: an order just placed is found, and stays found.
@@ -189,6 +195,9 @@ def test_linked_sequences_conform_to_the_document(api_schema: BaseSchema) -> Non
     failures: list[FailureGroup] = []
 
     class Sequences(machine):  # type: ignore[valid-type, misc]
+        def get_call_kwargs(self, case: Case[Any]) -> dict[str, Any]:
+            return {"headers": gateway.auth}
+
         def after_call(self, response: Response, case: Case[Any]) -> None:
             super().after_call(response, case)
             calls[case.operation.label, response.status_code] += 1
@@ -355,7 +364,11 @@ def test_http_errors_use_the_contract_envelope(http: httpx.Client) -> None:
     )
     assert conflict["details"]["current_version"] == 1
     refused(http.get("/api/orders/999999999"), 404, "not_found")
-    refused(http.post("/api/orders/place", content=b"[1, 2]"), 400, "bad_request")
+    refused(
+        http.post("/api/orders/place", content=b"[1, 2]", headers={"Content-Type": JSON}),
+        400,
+        "bad_request",
+    )
     refused(http.get("/api/orders/list", params={"per_page": 1000}), 422, "validation_error")
     # Nothing of that changed the order.
     assert envelope(http.get(f"/api/orders/{order_db_id}"), 200)["data"] == order["data"]

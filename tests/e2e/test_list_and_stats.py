@@ -240,7 +240,9 @@ def gateway(
 
 
 def _http_list(gateway: Gateway, **query: Any) -> tuple[int, JSONObject]:
-    response = httpx.get(f"{gateway.url}/api/orders/list", params=query, timeout=15.0)
+    response = httpx.get(
+        f"{gateway.url}/api/orders/list", params=query, headers=gateway.auth, timeout=15.0
+    )
     return response.status_code, decode_object(response.content)
 
 

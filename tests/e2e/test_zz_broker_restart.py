@@ -228,7 +228,9 @@ async def test_http_changes_made_while_the_broker_is_down_publish_their_events_a
 
         await asyncio.to_thread(rabbitmqctl, "stop_app")
         try:
-            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            async with httpx.AsyncClient(
+                base_url=gateway.url, timeout=30, headers=gateway.auth
+            ) as http:
                 started = time.monotonic()
                 placed = await http.post(
                     "/api/orders/place",

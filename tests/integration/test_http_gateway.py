@@ -31,6 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from devtools.embedded_mongo import EmbeddedMongo
 from service.config import Settings
 from service.gateway.app import create_app
+from service.gateway.auth import key_digest, new_key
 from service.store.client import ORDERS, Document, connect, database
 
 EXAMPLE_ORDER = Path(__file__).parents[2] / "docs" / "example-order.json"
@@ -39,6 +40,9 @@ BASE_URL = "http://gateway"
 PLACE = "/api/orders/place"
 LIST = "/api/orders/list"
 WAIT_SECONDS = 15.0
+API_KEY = new_key()
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+JSON_TYPE = {"Content-Type": "application/json"}
 PENDING_ALLOWED = ["processing", "confirmed", "in_progress", "on_hold", "cancelled"]
 
 
@@ -46,23 +50,32 @@ PENDING_ALLOWED = ["processing", "confirmed", "in_progress", "on_hold", "cancell
 
 
 def gateway_settings(amqp_url: str, mongo_url: str, **overrides: Any) -> Settings:
-    return Settings(
-        amqp_url=SecretStr(amqp_url),
-        mongo_url=SecretStr(mongo_url),
-        mongo_database=f"http_{uuid.uuid4().hex[:12]}",
-        http_port=0,
-        **overrides,
-    )
+    """Settings of a gateway that accepts `API_KEY`, unless `overrides` say otherwise."""
+    fields: dict[str, Any] = {
+        "amqp_url": SecretStr(amqp_url),
+        "mongo_url": SecretStr(mongo_url),
+        "mongo_database": f"http_{uuid.uuid4().hex[:12]}",
+        "http_port": 0,
+        "api_key_hashes": frozenset({key_digest(API_KEY)}),
+    }
+    return Settings(**(fields | overrides))
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway with its lifespan running, and a client that talks to it in process."""
-    app: FastAPI = create_app(settings)
+async def running(
+    settings: Settings, *, headers: dict[str, str] | None = None, app: FastAPI | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with its lifespan running, and a client that talks to it in process,
+    sending `headers` (by default: the API key) on every request. An exception that escapes
+    the app is answered as a server would answer it, not raised into the test."""
+    app = app or create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=60
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url=BASE_URL,
+            timeout=60,
+            headers=AUTH if headers is None else headers,
         ) as client,
     ):
         yield client
@@ -508,7 +521,7 @@ async def test_an_idempotency_key_that_differs_from_the_body_is_refused(
 # -- errors ---------------------------------------------------------------------------------------
 
 
-async def test_bodies_that_are_not_a_json_object_or_too_large_are_bad_requests(
+async def test_bodies_that_are_not_a_json_object_are_bad_requests_and_too_large_ones_413(
     http: httpx.AsyncClient, orders: AsyncCollection[Document]
 ) -> None:
     id = (await place(http, simple_order(new_customer())))["id"]
@@ -521,21 +534,28 @@ async def test_bodies_that_are_not_a_json_object_or_too_large_are_bad_requests(
 
     customer = new_customer()
     large = simple_order(customer, notes="x" * MAX_BODY)
-    error_of(await http.post(PLACE, json=large), 400, "bad_request")
+    declared = await http.post(PLACE, json=large)
+    assert int(declared.request.headers["content-length"]) > MAX_BODY
+    error_of(declared, 413, "bad_request")
+    assert declared.json()["message"].endswith(f"the limit is {MAX_BODY}")
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read until the limit
         yield json.dumps(large).encode()[:1000]
         yield json.dumps(large).encode()[1000:]
 
-    streamed = await http.post(PLACE, content=chunks())
+    streamed = await http.post(PLACE, content=chunks(), headers=JSON_TYPE)
     assert "content-length" not in streamed.request.headers
-    error_of(streamed, 400, "bad_request")
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+    error_of(streamed, 413, "bad_request")
+    action = await http.post(f"/api/orders/{id}/action", content=chunks(), headers=JSON_TYPE)
+    error_of(action, 413, "bad_request")
     assert await orders.count_documents({"customer_id": customer}) == 0
 
     just_fits = simple_order(customer)
     just_fits["notes"] = "x" * (MAX_BODY - len(json.dumps(just_fits | {"notes": ""})))
     assert len(json.dumps(just_fits).encode()) == MAX_BODY
-    assert (await http.post(PLACE, content=json.dumps(just_fits).encode())).status_code == 201
+    fits = await http.post(PLACE, content=json.dumps(just_fits).encode(), headers=JSON_TYPE)
+    assert fits.status_code == 201, fits.text
 
 
 async def test_unknown_orders_are_not_found(http: httpx.AsyncClient) -> None:
@@ -744,7 +764,7 @@ async def test_amounts_are_exact_decimals(http: httpx.AsyncClient) -> None:
         f'{{"customer_id": "{customer}", "items": [{items}], "total_tax": 0.20, '
         '"billing": {"first_name": "Ada", "last_name": "Byron", "email": "ada@example.com"}}'
     )
-    response = await http.post(PLACE, content=raw.encode())
+    response = await http.post(PLACE, content=raw.encode(), headers=JSON_TYPE)
     assert response.status_code == 201, response.text
     order = response.json()["data"]
     assert (order["subtotal"], order["total_tax"], order["total"]) == ("0.30", "0.20", "0.50")

@@ -195,13 +195,30 @@ def test_the_gateway_shares_the_workers_settings_and_dependencies(
     services: dict[str, Any],
 ) -> None:
     gateway, worker = services[GATEWAY], services[WORKERS[0]]
-    own = {"ORDERS_HTTP_HOST", "ORDERS_HTTP_PORT", "ORDERS_API_HOST", "ORDERS_API_PORT"}
+    own = {
+        "ORDERS_HTTP_HOST",
+        "ORDERS_HTTP_PORT",
+        "ORDERS_API_HOST",
+        "ORDERS_API_PORT",
+        "ORDERS_API_KEY_HASHES",
+    }
 
     def shared(service: dict[str, Any]) -> dict[str, str]:
         return {k: v for k, v in environment(service).items() if k not in own}
 
     assert shared(gateway) == shared(worker)
     assert gateway["depends_on"] == worker["depends_on"]
+
+
+def test_the_gateway_takes_its_api_key_digests_from_the_env_file(
+    services: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert environment(services[GATEWAY])["ORDERS_API_KEY_HASHES"] == "[]"
+    digest = "ab" * 32
+    result = compose_config(env_file(tmp_path, ORDERS_API_KEY_HASHES=f'["{digest}"]'))
+    assert result.returncode == 0, result.stderr
+    gateway = json.loads(result.stdout)["services"][GATEWAY]
+    assert settings_of(gateway, monkeypatch).api_key_hashes == {digest}
 
 
 def test_the_gateway_runs_the_gateway_module_and_publishes_its_port(
@@ -216,7 +233,7 @@ def test_the_gateway_runs_the_gateway_module_and_publishes_its_port(
     published = {p["published"] for p in gateway["ports"]}
     assert published.isdisjoint(worker_ports), "a host port taken twice"
     probe = " ".join(gateway["healthcheck"]["test"])
-    assert re.search(rf"127\.0\.0\.1:{port}/api/orders/", probe), probe
+    assert re.search(rf"127\.0\.0\.1:{port}/health/ready\b", probe), probe
 
 
 # --- access control ----------------------------------------------------------------------

@@ -23,7 +23,15 @@ from service.domain.errors import BadRequest, ValidationFailed
 from service.domain.statuses import OrderStatus
 from service.gateway import openapi
 from service.gateway.app import create_app
-from service.gateway.requests import field_kinds, query_object, read_object, with_header
+from service.gateway.requests import (
+    BodyTooLarge,
+    NotJson,
+    field_kinds,
+    query_object,
+    read_object,
+    require_json,
+    with_header,
+)
 from service.handlers.parsing import parse
 
 Json = dict[str, Any]
@@ -31,6 +39,9 @@ EXAMPLE_ORDER = Path(__file__).parents[2] / "docs" / "example-order.json"
 REF = "#/components/schemas/"
 ERROR_CODES = {
     400: {"bad_request"},
+    401: {"bad_request"},
+    413: {"bad_request"},
+    415: {"bad_request"},
     404: {"not_found"},
     409: {"invalid_transition", "version_conflict"},
     422: {"validation_error", "unknown_action"},
@@ -175,12 +186,14 @@ class Body:
         return {"type": "http.request", "body": chunk, "more_body": bool(self.chunks)}
 
     def request(self, headers: dict[str, str] | None = None) -> Request:
+        """A POST of this body, as `application/json` unless `headers` say otherwise."""
+        sent = {"content-type": "application/json"} | (headers or {})
         scope = {
             "type": "http",
             "method": "POST",
             "path": "/api/orders/place",
             "query_string": b"",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+            "headers": [(k.lower().encode(), v.encode()) for k, v in sent.items()],
         }
         return Request(scope, self.receive)
 
@@ -201,17 +214,67 @@ async def test_a_body_of_exactly_the_limit_is_read() -> None:
 
 async def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
     body = Body(b"{}")
-    with pytest.raises(BadRequest, match="2000 bytes; the limit is 1024"):
+    with pytest.raises(BodyTooLarge, match="2000 bytes; the limit is 1024") as refused:
         await read_object(body.request({"content-length": "2000"}), limit=1024)
     assert body.received == 0
+    assert (refused.value.code, refused.value.status) == ("bad_request", 413)
 
 
 async def test_an_undeclared_body_is_read_no_further_than_the_limit() -> None:
     body = Body(b"{" + b" " * 600, b" " * 600, b"}", b"never read")
-    with pytest.raises(BadRequest, match="more than 1024 bytes"):
+    with pytest.raises(BodyTooLarge, match="more than 1024 bytes"):
         await read_object(body.request(), limit=1024)
     assert body.received == 2
     assert body.chunks == [b"}", b"never read"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "APPLICATION/JSON",
+        " application/json ",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        'application/json; charset="utf-8"',
+        "application/json; charset=utf8",
+    ],
+)
+def test_application_json_with_a_utf8_charset_or_none_is_accepted(content_type: str) -> None:
+    require_json(content_type)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "",
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+        "application/jsonx",
+        "application/problem+json",
+        "text/json",
+        "application/json, text/plain",
+    ],
+)
+async def test_any_other_content_type_is_refused_before_the_body_is_read(
+    content_type: str,
+) -> None:
+    body = Body(b"{}")
+    with pytest.raises(NotJson) as refused:
+        await read_object(body.request({"content-type": content_type}), limit=1024)
+    assert body.received == 0
+    assert (refused.value.code, refused.value.status) == ("bad_request", 415)
+
+
+async def test_without_a_content_type_the_body_is_refused() -> None:
+    body = Body(b"{}")
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": []}
+    with pytest.raises(NotJson, match="not none"):
+        await read_object(Request(scope, body.receive), limit=1024)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +382,7 @@ def test_every_operation_answers_with_a_schema(document: Json) -> None:
 def test_every_operation_documents_its_errors_as_error_replies(document: Json) -> None:
     for path, method, operation in operations(document):
         responses = operation["responses"]
-        assert {"422", "500", "503"} <= set(responses), (path, method)
+        assert {"401", "422", "500", "503"} <= set(responses), (path, method)
         errors = [code for code in responses if not code.startswith("2")]
         for code in errors:
             assert json_schema(responses[code]) == {"$ref": REF + "ErrorReply"}, (path, code)
@@ -328,6 +391,7 @@ def test_every_operation_documents_its_errors_as_error_replies(document: Json) -
             assert example["error"]["code"] in ERROR_CODES[int(code)], (path, code)
             assert responses[code]["description"]
         assert set(responses["503"]["headers"]) == {"Retry-After"}, (path, method)
+        assert set(responses["401"]["headers"]) == {"WWW-Authenticate"}, (path, method)
     schema = resolve(document, REF + "ErrorReply")
     assert {"success", "message", "error"} <= set(schema["properties"])
 
@@ -352,8 +416,8 @@ def test_the_reply_examples_are_the_replies_as_sent_nulls_included(document: Jso
 
 def test_changes_document_their_http_codes(document: Json) -> None:
     paths = document["paths"]
-    assert {"400", "422"} <= set(paths["/api/orders/place"]["post"]["responses"])
-    assert {"400", "404", "409", "422"} <= set(
+    assert {"400", "413", "415", "422"} <= set(paths["/api/orders/place"]["post"]["responses"])
+    assert {"400", "404", "409", "413", "415", "422"} <= set(
         paths["/api/orders/{id}/action"]["post"]["responses"]
     )
     assert "404" in paths["/api/orders/{id}"]["get"]["responses"]
