@@ -109,7 +109,9 @@ class OrderService:
 
         The first decision may be taken on the order as this worker last wrote it (it holds
         the action queue, so that is usually current); anything but a successful write —
-        a refusal, a no-op, a missed write — is decided again on a fresh read.
+        a refusal, a no-op, a missed write — is decided again on a fresh read. So what it
+        returns is always a state that was stored: its own write, or a fresh read (a write
+        that lost to the same request in the same batch replays on the winner's).
         """
         request = action_stamp(action, delivery.message_id)
         order = self._recent.get(action.id, action.order_id)

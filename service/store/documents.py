@@ -95,12 +95,15 @@ def placement_query(keys: Collection[RequestKey]) -> Document:
     return {"$or": clauses}
 
 
-def applied_document(stamp: RequestStamp) -> Document:
-    """An applied request as the order keeps it."""
-    return {
+def applied_document(stamp: RequestStamp, event_id: str | None = None) -> Document:
+    """An applied request as the order keeps it; `event_id` tells which write pushed it."""
+    doc: Document = {
         MESSAGE_KEY if stamp.key.from_message else "request_id": stamp.key.value,
         "fingerprint": stamp.fingerprint,
     }
+    if event_id is not None:
+        doc["event_id"] = event_id
+    return doc
 
 
 def applied_stamp(entry: Any) -> RequestStamp:

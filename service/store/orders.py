@@ -20,7 +20,6 @@ from service.store.documents import (
     MESSAGE_KEY,
     ORDER_FIELDS,
     applied_document,
-    applied_stamp,
     history_document,
     order_document,
     order_from_document,
@@ -186,8 +185,10 @@ class OrderStore:
         self, items: Sequence[tuple[Change, str | None]]
     ) -> list[list[Document] | BaseException | None]:
         """The batch's conditional writes in one unordered `bulk_write`, then one read of
-        the orders: a change was written when its request key is among the order's applied
-        requests (pushed by the same write), and its pending events are the order's outbox.
+        the orders: a change was written when the applied request its write pushed (marked
+        with the change's event id) is in the order, and its pending events are the order's
+        outbox. Its request key alone would not tell: two changes with the same key (the
+        same request twice, or a redelivery) can be in one batch, and only one is written.
         A single change keeps the one round trip of `find_one_and_update`."""
         if len(items) == 1:
             return [await self._apply_one(*items[0])]
@@ -208,7 +209,7 @@ class OrderStore:
         orders = {
             doc["_id"]: doc
             async for doc in self._orders.find(
-                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests": 1}
+                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests.event_id": 1}
             )
         }
         outcome: list[list[Document] | BaseException | None] = []
@@ -224,10 +225,12 @@ class OrderStore:
 
 
 def _written(change: Change, doc: Document) -> bool:
-    """Whether the write of `change` is in `doc`: its request key is among the applied ones."""
-    assert change.request is not None
-    key = change.request.key
-    return any(applied_stamp(entry).key == key for entry in doc.get("applied_requests", ()))
+    """Whether the write of `change` is in `doc`: the applied request it pushed is there."""
+    event_id = change.event.event_id
+    return any(
+        isinstance(entry, dict) and entry.get("event_id") == event_id
+        for entry in doc.get("applied_requests", ())
+    )
 
 
 def _change_filter(change: Change) -> Document:
@@ -243,7 +246,7 @@ def _change_update(change: Change, correlation_id: str | None) -> Document:
     if deltas := change_deltas(change):
         push["rollups_pending"] = {"$each": deltas}
     if change.request is not None:
-        applied = applied_document(change.request)
+        applied = applied_document(change.request, change.event.event_id)
         push["applied_requests"] = {"$each": [applied], "$slice": -REMEMBERED_REQUESTS}
     return {
         "$set": {

@@ -1,10 +1,15 @@
 """Idempotency against a real mongod: a key is tied to its request's body, caller keys and
-message ids are separate namespaces, keys stored by earlier versions still work."""
+message ids are separate namespaces, keys stored by earlier versions still work, and a
+reply's order is always one that was stored."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import count
 from typing import Any
 
 import pytest
@@ -253,3 +258,70 @@ async def test_a_reused_message_id_on_an_action_conflicts_and_a_redelivery_repla
         _action(order, action="update_metadata", metadata={"a": 3}, request_id="act-1"), delivery
     )
     assert (own.version, own.metadata) == (3, {"a": 3})
+
+
+# -- one request twice in one batch of conditional writes -----------------------------------
+
+
+def _ticking_clock() -> Callable[[], datetime]:
+    """A clock a millisecond later at every reading, so no two decisions look alike."""
+    ticks = count()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return lambda: start + timedelta(milliseconds=next(ticks))
+
+
+async def test_the_same_request_twice_in_one_write_batch_replies_the_stored_order_twice(
+    db: AsyncDatabase[Document], relay: OutboxRelay, publisher: RecordingPublisher
+) -> None:
+    orders = OrderService(
+        OrderStore(db), OrderQueries(db), OrderStats(db), relay,
+        default_currency="EUR", clock=_ticking_clock(),
+    )  # fmt: skip
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    cancel = _action(order, action="cancel", reason="asked twice", request_id="r-twice")
+    before = await _find_and_modify_count(db)
+
+    # Both decide on the order this service placed, and their writes go in one bulk_write.
+    replies = await asyncio.gather(
+        orders.act(cancel, Delivery(message_id="first")),
+        orders.act(cancel, Delivery(message_id="second")),
+    )
+
+    assert await _find_and_modify_count(db) == before  # one shared write, none alone
+    stored = await _stored(orders, order)
+    assert [order_view(reply) for reply in replies] == [stored, stored]
+    assert (stored["status"], stored["version"], len(stored["status_history"])) == (
+        "cancelled", 2, 2
+    )  # fmt: skip
+    changes = [e for e in publisher.published if e.routing_key == "order.status_changed"]
+    assert [json.loads(e.payload)["version"] for e in changes] == [2]
+    # What the service remembers is the stored order too: the next action starts from it.
+    later = await orders.act(
+        _action(order, action="update_metadata", metadata={"n": 1}), NO_DELIVERY
+    )
+    assert later.version == 3
+    assert later.status_history[:2] == (await orders.get(GetOrder(id=order.id))).status_history[:2]
+
+
+async def test_one_key_with_two_bodies_in_one_write_batch_is_one_change_and_a_conflict(
+    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    before = await _find_and_modify_count(db)
+
+    results = await asyncio.gather(
+        orders.act(_action(order, action="cancel", request_id="r-2"), NO_DELIVERY),
+        orders.act(
+            _action(order, action="update_status", status="on_hold", request_id="r-2"),
+            NO_DELIVERY,
+        ),
+        return_exceptions=True,
+    )
+
+    assert await _find_and_modify_count(db) == before
+    winner, loser = results
+    assert isinstance(winner, Order)
+    assert isinstance(loser, IdempotencyConflict)
+    assert order_view(winner) == await _stored(orders, order)
+    assert (winner.status, winner.version) == ("cancelled", 2)
+    assert _routing_keys(publisher).count("order.status_changed") == 1
