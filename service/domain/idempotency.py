@@ -113,15 +113,22 @@ def fingerprint(command: BaseModel, *, without: frozenset[str]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
 def _canonical(value: Any) -> Any:
+    """`value` with decimals tagged and enums as their values. Plain JSON types come first,
+    by exact type: a large metadata object is mostly those."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, dict | Mapping):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
     if isinstance(value, Decimal):
         return {DECIMAL_TAG: "0" if value.is_zero() else format(value.normalize(), "f")}
     if isinstance(value, Enum):
         return _canonical(value.value)
-    if isinstance(value, Mapping):
-        return {str(key): _canonical(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
-    if value is None or isinstance(value, str | int | float):
+    if isinstance(value, str | int | float):
         return value
     raise TypeError(f"{type(value).__name__} has no canonical form")
