@@ -12,6 +12,7 @@ from orders_client.client import (
 from orders_client.errors import (
     BadRequest,
     ConnectionLost,
+    IdempotencyConflict,
     InternalServiceError,
     InvalidTransition,
     OrderNotFound,
@@ -30,6 +31,7 @@ __all__ = [
     "ConnectionLost",
     "DeadLetter",
     "EventStream",
+    "IdempotencyConflict",
     "InternalServiceError",
     "InvalidTransition",
     "OrderEvent",

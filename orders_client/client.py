@@ -326,7 +326,8 @@ class OrdersClient:
         timeout: float | None = None,  # noqa: ASYNC109
         message_id: str | None = None,
     ) -> Placed:
-        """Place an order; `created` is False when its `idempotency_key` was placed before."""
+        """Place an order; `created` is False when its `idempotency_key` was placed before
+        (with the same body; another body raises `IdempotencyConflict`)."""
         reply = await self.request("orders.place", command, timeout=timeout, message_id=message_id)
         return Placed(
             _model(_ORDER_ADAPTER, reply.get("data")),

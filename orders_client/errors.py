@@ -80,6 +80,18 @@ class VersionConflict(OrdersError):
         return value if isinstance(value, int) else None
 
 
+class IdempotencyConflict(OrdersError):
+    """The `idempotency_key`, `request_id` or message id was used before with a different
+    body; nothing changed. `key` is that key."""
+
+    code = "idempotency_conflict"
+
+    @property
+    def key(self) -> str | None:
+        value = self.details.get("key") if isinstance(self.details, dict) else None
+        return None if value is None else str(value)
+
+
 class UnknownAction(OrdersError):
     """`action` is not one of the four."""
 
@@ -124,6 +136,7 @@ ERRORS_BY_CODE: dict[str, type[OrdersError]] = {
         OrderNotFound,
         InvalidTransition,
         VersionConflict,
+        IdempotencyConflict,
         UnknownAction,
         InternalServiceError,
     )

@@ -115,7 +115,8 @@ class PlaceOrder(Contract):
     )
     idempotency_key: ShortText | None = Field(
         default=None,
-        description="Placing the same key again returns the first order and creates nothing.",
+        description="Placing the same key again with the same body returns the first order "
+        "and creates nothing; with another body it is an idempotency_conflict.",
         examples=["webform-7f3c2a"],
     )
 
@@ -139,7 +140,8 @@ class ActionTarget(Contract):
     )
     request_id: ShortText | None = Field(
         default=None,
-        description="A repeated request_id on the same order is applied once.",
+        description="A repeated request_id with the same action on the same order is applied "
+        "once; with another action it is an idempotency_conflict.",
         examples=["backoffice-5e1d"],
     )
 

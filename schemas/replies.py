@@ -95,13 +95,15 @@ class ErrorBody(Envelope):
         "not_found",
         "invalid_transition",
         "version_conflict",
+        "idempotency_conflict",
         "unknown_action",
         "internal_error",
     ] = Field(description="The contract's error code.", examples=["not_found"])
     details: Any = Field(
         default=None,
         description="validation_error: [{loc, msg}]; invalid_transition: from, to, allowed; "
-        "version_conflict: current_version.",
+        "version_conflict: current_version; idempotency_conflict: key (an idempotency_key, "
+        "request_id or message id used before with a different body).",
         examples=[{"id": 999}],
     )
 

@@ -1,7 +1,8 @@
 """Placing orders in micro-batches: one look-up of idempotency keys, one block of ids, one
 `insert_many`, the batch's events published together with confirms, one outbox clean-up.
 
-Every request keeps its own outcome: a new order, the first order of a repeated key, or an
+Every request keeps its own outcome: a new order, the first order of a repeated key with
+the same body, an `IdempotencyConflict` for a repeated key with another body, or an
 exception, so each message still gets its own reply and ack.
 """
 
@@ -14,8 +15,16 @@ from datetime import datetime
 from schemas.commands import PlaceOrder
 from service.batching import MicroBatcher
 from service.domain import order as domain
+from service.domain.errors import IdempotencyConflict
+from service.domain.idempotency import RequestKey, RequestStamp, is_repeat, place_stamp
 from service.domain.order import Order
-from service.store.orders import DuplicateOrderNumber, DuplicatePlacement, OrderStore, Placement
+from service.store.orders import (
+    DuplicateOrderNumber,
+    DuplicatePlacement,
+    OrderStore,
+    PlacedBefore,
+    Placement,
+)
 from service.store.outbox import OutboxRelay, PendingEvent
 from service.wire import encode
 
@@ -28,14 +37,10 @@ class Delivery:
     """What the transport knows about a request: its message id and correlation id."""
 
     message_id: str | None = None
+    """What a request without a key of its own is known by (a namespace of its own)."""
     correlation_id: str | None = None
     reply: bool = True
     """Whether anybody waits for a reply (`reply_to`): without one, no reply data is built."""
-
-    @property
-    def key(self) -> str | None:
-        """The idempotency key a delivery without one of its own is known by."""
-        return None if self.message_id is None else f"amqp-message-id:{self.message_id}"
 
 
 @dataclass(frozen=True)
@@ -44,14 +49,23 @@ class Placed:
     replayed: bool
 
 
+Slot = RequestKey | int
+"""Requests with the same key share a slot; keyless ones each have their own."""
+
+
 @dataclass(frozen=True)
 class PlaceRequest:
     command: PlaceOrder
     delivery: Delivery
+    stamp: RequestStamp | None
 
     @property
-    def key(self) -> str | None:
-        return self.command.idempotency_key or self.delivery.key
+    def key(self) -> RequestKey | None:
+        return None if self.stamp is None else self.stamp.key
+
+
+Outcome = Placed | PlacedBefore | BaseException
+"""A slot's outcome: placed now, placed before (by that key), or what went wrong."""
 
 
 class Placer:
@@ -75,21 +89,21 @@ class Placer:
 
     async def place(self, command: PlaceOrder, delivery: Delivery) -> Placed:
         """Create the order once per idempotency key (else per AMQP message id)."""
-        return await self._batcher.submit(PlaceRequest(command, delivery))
+        request = PlaceRequest(command, delivery, place_stamp(command, delivery.message_id))
+        return await self._batcher.submit(request)
 
     async def _place_batch(self, requests: Sequence[PlaceRequest]) -> list[Placed | BaseException]:
+        """Requests with one key share a slot: the order that key placed before, or else
+        the one the slot's first request places now. Every other request of the slot is a
+        replay of it (the same fingerprint) or an `IdempotencyConflict`."""
         keys = {request.key for request in requests if request.key is not None}
         known = await self._store.by_idempotency_keys(keys) if keys else {}
-        for order in {order.id: order for order in known.values()}.values():
-            await self._relay.flush(order.id)  # a crash may have kept its event back
-        outcome: dict[str | int, Placed | BaseException] = {
-            key: Placed(order, replayed=True) for key, order in known.items()
-        }
-        fresh: dict[str | int, PlaceRequest] = {}
-        leaders: dict[str | int, int] = {}
+        for id in {placed.order.id for placed in known.values()}:
+            await self._relay.flush(id)  # a crash may have kept its event back
+        outcome: dict[Slot, Outcome] = {key: known[key] for key in known}
+        fresh: dict[Slot, PlaceRequest] = {}
         for index, request in enumerate(requests):
             slot = _slot(request, index)
-            leaders.setdefault(slot, index)
             if slot not in outcome and slot not in fresh:
                 fresh[slot] = request
         if fresh:
@@ -98,21 +112,22 @@ class Placer:
         for index, request in enumerate(requests):
             slot = _slot(request, index)
             result = outcome[slot]
-            if isinstance(result, Placed) and leaders[slot] != index:
-                result = Placed(result.order, replayed=True)  # a repeat within the batch
-            results.append(result)
+            if isinstance(result, PlacedBefore):
+                results.append(_repeat(request, result.stamp, result.order))
+            elif isinstance(result, Placed) and fresh[slot] is not request:
+                results.append(_repeat(request, fresh[slot].stamp, result.order))
+            else:
+                results.append(result)
         return results
 
-    async def _create(
-        self, fresh: dict[str | int, PlaceRequest]
-    ) -> dict[str | int, Placed | BaseException]:
+    async def _create(self, fresh: dict[Slot, PlaceRequest]) -> dict[Slot, Outcome]:
         ids = iter(await self._store.allocate_ids(len(fresh)))
         pending = {slot: self._placement(request, next(ids)) for slot, request in fresh.items()}
-        created: dict[str | int, Placed | BaseException] = {}
+        created: dict[Slot, Outcome] = {}
         for _ in range(NUMBER_DRAWS):
             slots = list(pending)
             errors = await self._store.insert_many([pending[slot] for slot in slots])
-            retry: dict[str | int, Placement] = {}
+            retry: dict[Slot, Placement] = {}
             new_events: list[tuple[int, PendingEvent]] = []
             for slot, error in zip(slots, errors, strict=True):
                 placement = pending[slot]
@@ -121,8 +136,8 @@ class Placer:
                     new_events.append((placement.order.id, _pending_event(placement)))
                 elif isinstance(error, DuplicateOrderNumber):
                     retry[slot] = self._placement(fresh[slot], placement.order.id)
-                elif isinstance(error, DuplicatePlacement) and placement.idempotency_key:
-                    created[slot] = await self._first(placement.idempotency_key)
+                elif isinstance(error, DuplicatePlacement) and placement.stamp is not None:
+                    created[slot] = await self._first(placement.stamp.key)
                 else:
                     created[slot] = error
             await self._relay.publish_new(new_events)
@@ -141,11 +156,14 @@ class Placer:
             now=self._clock(),
             default_currency=self._currency,
         )
-        return Placement(order, event, request.key, request.delivery.correlation_id)
+        return Placement(order, event, request.stamp, request.delivery.correlation_id)
 
-    async def _first(self, key: str) -> Placed:
-        first = await self._store.by_idempotency_keys([key])
-        return Placed(first[key], replayed=True)
+    async def _first(self, key: RequestKey) -> PlacedBefore | IdempotencyConflict:
+        """The order another process placed with `key` first (the unique index said so).
+        If the look-up does not find it under `key`'s namespace, an order placed before the
+        namespaces were separate holds the same string as a message id: a conflict."""
+        first = (await self._store.by_idempotency_keys([key])).get(key)
+        return first or IdempotencyConflict(key.value, from_message=key.from_message)
 
 
 def _pending_event(placement: Placement) -> PendingEvent:
@@ -155,6 +173,19 @@ def _pending_event(placement: Placement) -> PendingEvent:
     )
 
 
-def _slot(request: PlaceRequest, index: int) -> str | int:
+def _slot(request: PlaceRequest, index: int) -> Slot:
     """Requests with the same key share a slot; keyless ones each have their own."""
     return request.key if request.key is not None else index
+
+
+def _repeat(
+    request: PlaceRequest, first: RequestStamp | None, order: Order
+) -> Placed | BaseException:
+    """A request whose key placed `order` (`first` is the stamp of the request that did):
+    a replay of it, or a conflict with it."""
+    assert request.stamp is not None  # only keyed requests share a slot
+    try:
+        is_repeat(request.stamp, first)
+    except IdempotencyConflict as conflict:
+        return conflict
+    return Placed(order, replayed=True)

@@ -16,10 +16,12 @@ from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from service.domain import order as domain
 from service.domain.errors import (
     ConcurrentChange,
+    IdempotencyConflict,
     InvalidTransition,
     OrderNotFound,
     VersionConflict,
 )
+from service.domain.idempotency import action_stamp
 from service.domain.order import Order
 from service.placing import Delivery, Placed, Placer
 from service.store.orders import OrderStore
@@ -107,9 +109,11 @@ class OrderService:
 
         The first decision may be taken on the order as this worker last wrote it (it holds
         the action queue, so that is usually current); anything but a successful write —
-        a refusal, a no-op, a missed write — is decided again on a fresh read.
+        a refusal, a no-op, a missed write — is decided again on a fresh read. So what it
+        returns is always a state that was stored: its own write, or a fresh read (a write
+        that lost to the same request in the same batch replays on the winner's).
         """
-        request_key = action.request_id or delivery.key
+        request = action_stamp(action, delivery.message_id)
         order = self._recent.get(action.id, action.order_id)
         from_cache = order is not None
         version = 0
@@ -118,8 +122,8 @@ class OrderService:
                 order, from_cache = await self._load(action.id, action.order_id), False
             version = order.version
             try:
-                change = domain.decide(order, action, request_key, self._clock())
-            except (VersionConflict, InvalidTransition):
+                change = domain.decide(order, action, request, self._clock())
+            except (VersionConflict, InvalidTransition, IdempotencyConflict):
                 if not from_cache:
                     raise
                 order = None
@@ -128,7 +132,7 @@ class OrderService:
                 if from_cache:  # confirm a no-op on a fresh read
                     order = None
                     continue
-                if request_key in order.applied_requests:
+                if request is not None and order.applied(request.key) is not None:
                     await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
             pending = await self._store.apply(change, delivery.correlation_id)

@@ -83,3 +83,16 @@ class ConcurrentChange(OrderError):
 
     def __init__(self, current: int) -> None:
         super().__init__("Order changed concurrently; retry", {"current_version": current})
+
+
+class IdempotencyConflict(OrderError):
+    """A key (`idempotency_key`, `request_id` or message id) used before for another body."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, *, from_message: bool = False) -> None:
+        what = "Message id" if from_message else "Key"
+        super().__init__(
+            f"{what} {key[:100]!r} was used before with a different request; nothing changed",
+            {"key": key},
+        )

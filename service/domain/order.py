@@ -18,6 +18,7 @@ from schemas.commands import (
 )
 from service.domain import events
 from service.domain.errors import InvalidTransition, VersionConflict
+from service.domain.idempotency import RequestKey, RequestStamp, find, is_repeat
 from service.domain.money import CURRENCY_SYMBOLS, ZERO
 from service.domain.statuses import TRANSITIONS, OrderStatus, can_move
 
@@ -67,11 +68,15 @@ class Order:
     status_history: tuple[HistoryEntry, ...]
     created_at: datetime
     updated_at: datetime
-    applied_requests: tuple[str, ...] = field(default=(), repr=False)
+    applied_requests: tuple[RequestStamp, ...] = field(default=(), repr=False)
 
     @property
     def currency_symbol(self) -> str:
         return CURRENCY_SYMBOLS.get(self.currency, self.currency)
+
+    def applied(self, key: RequestKey) -> RequestStamp | None:
+        """The applied request of this key, if the order remembers one."""
+        return find(self.applied_requests, key)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class Change:
     after: Order
     event: events.Event
     history: HistoryEntry | None
-    request_key: str | None
+    request: RequestStamp | None
 
 
 def place(
@@ -117,20 +122,20 @@ def place(
 
 
 def decide(
-    order: Order, action: OrderAction, request_key: str | None, now: datetime
+    order: Order, action: OrderAction, request: RequestStamp | None, now: datetime
 ) -> Change | None:
     """Apply `action` to `order`; None when it changes nothing (a repeat or a no-op).
 
-    Checked in the contract's order: an already applied request, then `expected_version`,
-    then the transition table.
+    Checked in the contract's order: an already applied request (the same body: a repeat;
+    another body: `IdempotencyConflict`), then `expected_version`, then the transition table.
     """
-    if request_key is not None and request_key in order.applied_requests:
+    if request is not None and is_repeat(request, order.applied(request.key)):
         return None
     if action.expected_version is not None and action.expected_version != order.version:
         raise VersionConflict(action.expected_version, order.version)
     if isinstance(action, UpdateMetadata):
-        return _update_metadata(order, action, request_key, now)
-    return _move(order, action, request_key, now)
+        return _update_metadata(order, action, request, now)
+    return _move(order, action, request, now)
 
 
 def target_status(action: UpdateStatus | CancelOrder | CompleteOrder) -> OrderStatus:
@@ -144,7 +149,7 @@ def target_status(action: UpdateStatus | CancelOrder | CompleteOrder) -> OrderSt
 def _move(
     order: Order,
     action: UpdateStatus | CancelOrder | CompleteOrder,
-    request_key: str | None,
+    request: RequestStamp | None,
     now: datetime,
 ) -> Change | None:
     target = target_status(action)
@@ -154,14 +159,12 @@ def _move(
         raise InvalidTransition(order.status, target, TRANSITIONS[order.status])
     reason = action.reason if isinstance(action, CancelOrder) else None
     entry = HistoryEntry(order.status, target, now, action.action, action.notes, reason)
-    after = _bump(
-        order, request_key, now, status=target, status_history=(*order.status_history, entry)
-    )
-    return Change(order, after, events.status_changed(after, entry), entry, request_key)
+    after = _bump(order, request, now, status=target, status_history=(*order.status_history, entry))
+    return Change(order, after, events.status_changed(after, entry), entry, request)
 
 
 def _update_metadata(
-    order: Order, action: UpdateMetadata, request_key: str | None, now: datetime
+    order: Order, action: UpdateMetadata, request: RequestStamp | None, now: datetime
 ) -> Change | None:
     if action.mode == "replace":
         metadata = dict(action.metadata)
@@ -169,14 +172,14 @@ def _update_metadata(
         metadata = merge_patch(order.metadata, action.metadata)
     if metadata == order.metadata:
         return None
-    after = _bump(order, request_key, now, metadata=metadata)
-    return Change(order, after, events.metadata_updated(after, now), None, request_key)
+    after = _bump(order, request, now, metadata=metadata)
+    return Change(order, after, events.metadata_updated(after, now), None, request)
 
 
-def _bump(order: Order, request_key: str | None, now: datetime, **changes: Any) -> Order:
+def _bump(order: Order, request: RequestStamp | None, now: datetime, **changes: Any) -> Order:
     applied = order.applied_requests
-    if request_key is not None:
-        applied = (*applied, request_key)[-REMEMBERED_REQUESTS:]
+    if request is not None:
+        applied = (*applied, request)[-REMEMBERED_REQUESTS:]
     return replace(
         order, version=order.version + 1, updated_at=now, applied_requests=applied, **changes
     )

@@ -63,6 +63,7 @@ STATUS_OF_CODE = {
     "version_conflict": 409,
     "validation_error": 422,
     "unknown_action": 422,
+    "idempotency_conflict": 422,
     "internal_error": 500,
 }
 UNAVAILABLE = "Storage unavailable; try again (with the same Idempotency-Key to be safe)"
@@ -81,7 +82,8 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         description="Place: the order's idempotency_key. Action: its request_id. A repeated "
-        "key returns the first outcome and changes nothing.",
+        "key with the same body returns the first outcome and changes nothing; with another "
+        "body it is an idempotency_conflict (422).",
     ),
 ]
 

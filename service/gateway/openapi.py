@@ -36,8 +36,9 @@ DESCRIPTION = (
     'exact decimals (send `150.00` or `"150.00"`, never more than two decimals). Every reply '
     "is the envelope `{success, message?, data | error}`; errors carry the contract's code: "
     "400 bad_request (also 401 no or unknown API key, 413 body too large, 415 not JSON), 404 "
-    "not_found, 409 invalid_transition and version_conflict, 422 validation_error and "
-    "unknown_action, 500 internal_error, 503 while MongoDB is unreachable (retry; the same "
+    "not_found, 409 invalid_transition and version_conflict, 422 validation_error, "
+    "unknown_action and idempotency_conflict, 500 internal_error, 503 while MongoDB is "
+    "unreachable (retry; the same "
     "`Idempotency-Key` makes a retry safe). Changes publish the same events (`order.placed`, "
     "`order.status_changed`, `order.metadata_updated`) on the `orders.events` exchange. "
     "`X-Correlation-ID` is echoed and carried by the events."
@@ -125,7 +126,8 @@ ERROR_MEANING = {
     404: "not_found: no order with this id.",
     409: "invalid_transition (the table does not allow it) or version_conflict "
     "(expected_version is not the order's).",
-    422: "validation_error (details: [{loc, msg}]) or unknown_action.",
+    422: "validation_error (details: [{loc, msg}]), unknown_action, or idempotency_conflict "
+    "(details: key; the key was used before with a different body, nothing changed).",
     500: "internal_error: nothing internal is shown.",
     503: "MongoDB is unreachable: retry after Retry-After seconds; with the same "
     "Idempotency-Key a retry cannot apply the request twice.",
@@ -230,8 +232,9 @@ PLACE: dict[str, Any] = {
     "summary": "Place a new order",
     "description": "Creates the order (status pending unless `status` is given) and "
     "publishes `order.placed`. `total` defaults to the items' sum plus `total_tax`. With an "
-    "`Idempotency-Key` header (or `idempotency_key` in the body), placing again returns the "
-    "first order with 200 and creates nothing.",
+    "`Idempotency-Key` header (or `idempotency_key` in the body), placing the same body "
+    "again returns the first order with 200 and creates nothing; another body with that key "
+    "is an idempotency_conflict (422) and creates nothing.",
     "status_code": 201,
     "response_model": None,
     "responses": {
@@ -261,7 +264,8 @@ ACTION: dict[str, Any] = {
     "atomically; a status change publishes `order.status_changed`, a metadata update "
     "`order.metadata_updated`. `expected_version` refuses the action unless the order is at "
     "that version (409). With an `Idempotency-Key` header (or `request_id`), the same action "
-    "sent again is applied once.",
+    "sent again is applied once (200, the order as stored); another action with that key is "
+    "an idempotency_conflict (422).",
     "response_model": None,
     "responses": {
         200: _ok(

@@ -130,7 +130,8 @@ def order_router(
     @subscribe(
         PLACE,
         "Place an order (PlaceOrder). Placing the same idempotency_key (else the same AMQP "
-        "message_id) again returns the first order. Reply: the order as data.",
+        "message_id) again with the same body returns the first order; with another body it "
+        "is an idempotency_conflict. Reply: the order as data.",
     )
     async def place_order(body: PlaceOrderBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.place)

@@ -62,6 +62,13 @@ ORDER_INDEXES = [
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
     ),
+    # The message id that placed an order without a key of its own: a namespace apart.
+    IndexModel(
+        [("message_id", ASCENDING)],
+        name="message_id_unique",
+        unique=True,
+        partialFilterExpression={"message_id": {"$type": "string"}},
+    ),
     # Each list index ends in `_id`, the sort's tie-breaker, so a page is read off the index
     # in order instead of sorting every match.
     # ... and carries what stats need, so stats by customer read the index alone.

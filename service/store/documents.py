@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from service.domain.events import Event
+from service.domain.idempotency import LEGACY_MESSAGE_PREFIX, RequestKey, RequestStamp
 from service.domain.order import HistoryEntry, Item, Order
 from service.domain.statuses import OrderStatus
 from service.store.client import Document
 from service.wire import encode
 
-ORDER_FIELDS = {"outbox": 0, "idempotency_key": 0, "search_text": 0, "rollups_pending": 0}
-"""Projection for reading orders: the outbox, the placing key, the search text and the
-pending rollup deltas are internal."""
+ORDER_FIELDS = {
+    "outbox": 0,
+    "idempotency_key": 0,
+    "message_id": 0,
+    "request_fingerprint": 0,
+    "search_text": 0,
+    "rollups_pending": 0,
+}
+"""Projection for reading orders: the outbox, the placing key and fingerprint, the search
+text and the pending rollup deltas are internal."""
+
+CALLER_KEY = "idempotency_key"
+MESSAGE_KEY = "message_id"
+FINGERPRINT = "request_fingerprint"
+"""How a placed order keeps the request that placed it: the caller's `idempotency_key` or
+the delivery's message id, each in a field of its own (two namespaces, each with a unique
+index), and the request's fingerprint. An order placed before fingerprints were kept has
+only `idempotency_key`, where a message id was written as `amqp-message-id:<id>`."""
 
 
 def history_document(entry: HistoryEntry) -> Document:
@@ -45,6 +62,61 @@ def search_text(customer_id: str, billing: Mapping[str, str | None]) -> str:
     return "\n".join(fields).lower()
 
 
+def placement_fields(stamp: RequestStamp) -> Document:
+    """The fields that make placing an order idempotent."""
+    return {
+        MESSAGE_KEY if stamp.key.from_message else CALLER_KEY: stamp.key.value,
+        FINGERPRINT: stamp.fingerprint,
+    }
+
+
+def placement_stamp(doc: Document) -> RequestStamp | None:
+    """The stamp of the request that placed `doc`; one stored before fingerprints were kept
+    has none, and its key is read as it was written then (`RequestKey.legacy`)."""
+    fingerprint = doc.get(FINGERPRINT)
+    if isinstance(message_id := doc.get(MESSAGE_KEY), str):
+        return RequestStamp(RequestKey(message_id, from_message=True), fingerprint)
+    if isinstance(key := doc.get(CALLER_KEY), str):
+        caller = RequestKey(key) if fingerprint is not None else RequestKey.legacy(key)
+        return RequestStamp(caller, fingerprint)
+    return None
+
+
+def placement_query(keys: Collection[RequestKey]) -> Document:
+    """The orders placed by any of `keys`, also those stored before the namespaces were
+    separate. `$type` repeats the unique indexes' partial filter: without it the planner
+    cannot use them and scans the collection."""
+    messages = [key.value for key in keys if key.from_message]
+    callers = [key.value for key in keys if not key.from_message]
+    legacy = [LEGACY_MESSAGE_PREFIX + message_id for message_id in messages]
+    clauses: list[Document] = [{CALLER_KEY: {"$in": callers + legacy, "$type": "string"}}]
+    if messages:
+        clauses.append({MESSAGE_KEY: {"$in": messages, "$type": "string"}})
+    return {"$or": clauses}
+
+
+def applied_document(stamp: RequestStamp, event_id: str | None = None) -> Document:
+    """An applied request as the order keeps it; `event_id` tells which write pushed it."""
+    doc: Document = {
+        MESSAGE_KEY if stamp.key.from_message else "request_id": stamp.key.value,
+        "fingerprint": stamp.fingerprint,
+    }
+    if event_id is not None:
+        doc["event_id"] = event_id
+    return doc
+
+
+def applied_stamp(entry: Any) -> RequestStamp:
+    """An applied request as stored: a document, or the bare key string written before
+    fingerprints were kept (it replays as it did, whatever the body)."""
+    if isinstance(entry, str):
+        return RequestStamp(RequestKey.legacy(entry), None)
+    fingerprint = entry.get("fingerprint")
+    if isinstance(entry.get(MESSAGE_KEY), str):
+        return RequestStamp(RequestKey(entry[MESSAGE_KEY], from_message=True), fingerprint)
+    return RequestStamp(RequestKey(entry["request_id"]), fingerprint)
+
+
 def order_document(order: Order) -> Document:
     return {
         "search_text": search_text(order.customer_id, order.billing),
@@ -74,7 +146,7 @@ def order_document(order: Order) -> Document:
         "status_history": [history_document(entry) for entry in order.status_history],
         "created_at": order.created_at,
         "updated_at": order.updated_at,
-        "applied_requests": list(order.applied_requests),
+        "applied_requests": [applied_document(stamp) for stamp in order.applied_requests],
     }
 
 
@@ -116,5 +188,5 @@ def order_from_document(doc: Document) -> Order:
         ),
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
-        applied_requests=tuple(doc.get("applied_requests", ())),
+        applied_requests=tuple(applied_stamp(entry) for entry in doc.get("applied_requests", ())),
     )

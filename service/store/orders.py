@@ -12,14 +12,21 @@ from pymongo.errors import BulkWriteError, WriteError
 
 from service.batching import MicroBatcher
 from service.domain.events import Event
+from service.domain.idempotency import RequestKey, RequestStamp
 from service.domain.order import REMEMBERED_REQUESTS, Change, Order
 from service.store.client import COUNTERS, ORDERS, Document
 from service.store.documents import (
+    CALLER_KEY,
+    MESSAGE_KEY,
     ORDER_FIELDS,
+    applied_document,
     history_document,
     order_document,
     order_from_document,
     outbox_entry,
+    placement_fields,
+    placement_query,
+    placement_stamp,
 )
 from service.store.rollups import change_deltas, place_deltas
 
@@ -31,17 +38,25 @@ class DuplicateOrderNumber(Exception):
 
 
 class DuplicatePlacement(Exception):
-    """An order with this idempotency key exists already."""
+    """An order placed with this idempotency key (or message id) exists already."""
 
 
 @dataclass(frozen=True)
 class Placement:
-    """A new order to store, with its event and the key that makes placing it idempotent."""
+    """A new order to store, with its event and the stamp that makes placing it idempotent."""
 
     order: Order
     event: Event
-    idempotency_key: str | None
+    stamp: RequestStamp | None
     correlation_id: str | None
+
+
+@dataclass(frozen=True)
+class PlacedBefore:
+    """An order found by the key that placed it, with that request's stamp."""
+
+    order: Order
+    stamp: RequestStamp
 
 
 def _placement_document(placement: Placement) -> Document:
@@ -49,15 +64,17 @@ def _placement_document(placement: Placement) -> Document:
         "outbox": [outbox_entry(placement.event, placement.correlation_id)],
         "rollups_pending": place_deltas(placement.order),
     }
-    if placement.idempotency_key is not None:
-        doc["idempotency_key"] = placement.idempotency_key
+    if placement.stamp is not None:
+        doc |= placement_fields(placement.stamp)
     return doc
 
 
 def _duplicate(error: dict[str, Any]) -> Exception:
     """The store's exception for one write error of a bulk insert."""
     key_pattern: dict[str, Any] = error.get("keyPattern", {})
-    if error.get("code") == DUPLICATE_KEY and "idempotency_key" in key_pattern:
+    if error.get("code") == DUPLICATE_KEY and (
+        CALLER_KEY in key_pattern or MESSAGE_KEY in key_pattern
+    ):
         return DuplicatePlacement()
     if error.get("code") == DUPLICATE_KEY and "order_id" in key_pattern:
         return DuplicateOrderNumber()
@@ -108,13 +125,16 @@ class OrderStore:
             return outcome
         return [None] * len(docs)
 
-    async def by_idempotency_keys(self, keys: Collection[str]) -> dict[str, Order]:
-        # `$type` repeats the partial index's filter: without it the planner cannot use the
-        # index and scans the collection.
-        cursor = self._orders.find(
-            {"idempotency_key": {"$in": list(keys), "$type": "string"}}, {"outbox": 0}
-        )
-        return {doc["idempotency_key"]: order_from_document(doc) async for doc in cursor}
+    async def by_idempotency_keys(
+        self, keys: Collection[RequestKey]
+    ) -> dict[RequestKey, PlacedBefore]:
+        """The orders placed by any of `keys`, each with the stamp of the request that did."""
+        found: dict[RequestKey, PlacedBefore] = {}
+        async for doc in self._orders.find(placement_query(keys), {"outbox": 0}):
+            stamp = placement_stamp(doc)
+            if stamp is not None and stamp.key in keys:
+                found[stamp.key] = PlacedBefore(order_from_document(doc), stamp)
+        return found
 
     async def id_of(self, order_id: int) -> int | None:
         """The database id of the order with this public number."""
@@ -134,9 +154,6 @@ class OrderStore:
     async def by_order_id(self, order_id: int) -> Order | None:
         return await self._one({"order_id": order_id})
 
-    async def by_idempotency_key(self, key: str) -> Order | None:
-        return await self._one({"idempotency_key": {"$eq": key, "$type": "string"}})
-
     async def _one(self, query: Document) -> Order | None:
         doc = await self._orders.find_one(query, ORDER_FIELDS)
         return None if doc is None else order_from_document(doc)
@@ -150,7 +167,7 @@ class OrderStore:
         re-read and decide again. Changes that arrive together share one `bulk_write` and
         one read of the outboxes (see `_apply_batch`).
         """
-        if change.request_key is None:  # nothing to recognise it by in a batch's read-back
+        if change.request is None:  # nothing to recognise it by in a batch's read-back
             return await self._apply_one(change, correlation_id)
         return await self._writes.submit((change, correlation_id))
 
@@ -168,8 +185,10 @@ class OrderStore:
         self, items: Sequence[tuple[Change, str | None]]
     ) -> list[list[Document] | BaseException | None]:
         """The batch's conditional writes in one unordered `bulk_write`, then one read of
-        the orders: a change was written when its request key is among the order's applied
-        requests (pushed by the same write), and its pending events are the order's outbox.
+        the orders: a change was written when the applied request its write pushed (marked
+        with the change's event id) is in the order, and its pending events are the order's
+        outbox. Its request key alone would not tell: two changes with the same key (the
+        same request twice, or a redelivery) can be in one batch, and only one is written.
         A single change keeps the one round trip of `find_one_and_update`."""
         if len(items) == 1:
             return [await self._apply_one(*items[0])]
@@ -190,7 +209,7 @@ class OrderStore:
         orders = {
             doc["_id"]: doc
             async for doc in self._orders.find(
-                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests": 1}
+                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests.event_id": 1}
             )
         }
         outcome: list[list[Document] | BaseException | None] = []
@@ -198,13 +217,20 @@ class OrderStore:
             doc = orders.get(change.before.id)
             if index in errors:
                 outcome.append(errors[index])
-            elif doc is not None and (
-                everything or change.request_key in doc.get("applied_requests", ())
-            ):
+            elif doc is not None and (everything or _written(change, doc)):
                 outcome.append(list(doc.get("outbox", [])))
             else:
                 outcome.append(None)
         return outcome
+
+
+def _written(change: Change, doc: Document) -> bool:
+    """Whether the write of `change` is in `doc`: the applied request it pushed is there."""
+    event_id = change.event.event_id
+    return any(
+        isinstance(entry, dict) and entry.get("event_id") == event_id
+        for entry in doc.get("applied_requests", ())
+    )
 
 
 def _change_filter(change: Change) -> Document:
@@ -219,8 +245,9 @@ def _change_update(change: Change, correlation_id: str | None) -> Document:
         push["status_history"] = history_document(change.history)
     if deltas := change_deltas(change):
         push["rollups_pending"] = {"$each": deltas}
-    if change.request_key is not None:
-        push["applied_requests"] = {"$each": [change.request_key], "$slice": -REMEMBERED_REQUESTS}
+    if change.request is not None:
+        applied = applied_document(change.request, change.event.event_id)
+        push["applied_requests"] = {"$each": [applied], "$slice": -REMEMBERED_REQUESTS}
     return {
         "$set": {
             "status": str(after.status),

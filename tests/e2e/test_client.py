@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from orders_client import (
+    IdempotencyConflict,
     InvalidTransition,
     OrderEvent,
     OrderNotFound,
@@ -83,6 +84,10 @@ async def test_idempotent_place_reports_the_first_order(orders: OrdersClient) ->
     assert first.created
     assert not again.created
     assert again.order.id == first.order.id
+    other_body = command.model_copy(update={"customer_id": new_customer_id()})
+    with pytest.raises(IdempotencyConflict) as conflict:
+        await orders.place_order(other_body)
+    assert conflict.value.key == command.idempotency_key
 
 
 async def test_error_replies_raise_typed_exceptions(orders: OrdersClient) -> None:

@@ -85,6 +85,7 @@ CLIENT_ERRORS = frozenset(
         "not_found",
         "invalid_transition",
         "version_conflict",
+        "idempotency_conflict",
         "unknown_action",
     }
 )

@@ -489,6 +489,39 @@ async def test_idempotency_key_on_an_action_applies_it_once(
     assert len(tap.of(id, "order.status_changed")) == 1
 
 
+async def test_an_idempotency_key_reused_with_another_body_is_a_422_conflict(
+    http: httpx.AsyncClient,
+    events: tuple[EventTap, aio_pika.abc.AbstractChannel],
+    orders: AsyncCollection[Document],
+) -> None:
+    tap, channel = events
+    customer, other = new_customer(), new_customer()
+    key = f"key-{uuid.uuid4()}"
+    first = await place(http, simple_order(customer), **{"Idempotency-Key": key})
+
+    conflict = await http.post(PLACE, json=simple_order(other), headers={"Idempotency-Key": key})
+    assert error_of(conflict, 422, "idempotency_conflict") == {"key": key}
+    assert "Ada" not in conflict.text  # nothing of the first order's billing
+    assert await orders.count_documents({"customer_id": {"$in": [customer, other]}}) == 1
+
+    id = first["id"]
+    action_key = f"action-{uuid.uuid4()}"
+    applied = await act(http, id, {"action": "cancel"}, **{"Idempotency-Key": action_key})
+    assert applied.status_code == 200, applied.text
+    refused = await act(
+        http,
+        id,
+        {"action": "update_status", "status": "on_hold"},
+        **{"Idempotency-Key": action_key},
+    )
+    assert error_of(refused, 422, "idempotency_conflict") == {"key": action_key}
+    stored = (await http.get(f"/api/orders/{id}")).json()["data"]
+    assert (stored["status"], stored["version"]) == ("cancelled", 2)
+    await tap.wait_for(id, 1, "order.status_changed")
+    await tap.drain(channel)
+    assert len(tap.of(id, "order.status_changed")) == 1
+
+
 async def test_an_idempotency_key_that_differs_from_the_body_is_refused(
     http: httpx.AsyncClient, orders: AsyncCollection[Document]
 ) -> None:

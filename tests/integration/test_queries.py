@@ -13,9 +13,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderStatsQuery
 from service.domain.errors import ValidationFailed
+from service.domain.idempotency import RequestKey
 from service.placing import Delivery
 from service.store.client import Document, ensure_indexes
 from service.store.cursors import CursorCodec, cursor_key
+from service.store.documents import placement_query
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
@@ -240,12 +242,15 @@ async def test_stats_by_customer_read_the_index_alone(
     assert "'totalKeysExamined': 0" not in text
 
 
-async def test_idempotency_lookups_use_their_partial_index(
+async def test_idempotency_lookups_use_their_partial_indexes(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
-    keys = {"idempotency_key": {"$in": ["a", "b"], "$type": "string"}}  # as the store asks
-    plan = await db["orders"].find(keys).explain()
-    assert "idempotency_key_unique" in str(plan["queryPlanner"]["winningPlan"])
+    keys = [RequestKey("a"), RequestKey("m-1", from_message=True)]
+    plan = await db["orders"].find(placement_query(keys)).explain()  # as the store asks
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "idempotency_key_unique" in winning
+    assert "message_id_unique" in winning
+    assert "COLLSCAN" not in winning
 
 
 async def test_an_index_an_earlier_version_made_is_replaced(db: AsyncDatabase[Document]) -> None:

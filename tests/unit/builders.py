@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.commands import OrderAction, OrderActionAdapter, PlaceOrder
+from service.domain.idempotency import RequestKey, RequestStamp
 from service.domain.order import Order, place
 
 NOW = datetime(2025, 11, 6, 15, 0, tzinfo=UTC)
@@ -62,3 +63,8 @@ def placed_order(**overrides: Any) -> Order:
 def action(name: str, **fields: Any) -> OrderAction:
     """An OrderAction for the order built by `placed_order`."""
     return OrderActionAdapter.validate_python({"id": ORDER_DB_ID, "action": name, **fields})
+
+
+def request(key: str) -> RequestStamp:
+    """The stamp of a request with the caller key `key` (a fixed fingerprint per key)."""
+    return RequestStamp(RequestKey(key), f"fingerprint-of-{key}")

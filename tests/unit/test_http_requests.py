@@ -44,7 +44,7 @@ ERROR_CODES = {
     415: {"bad_request"},
     404: {"not_found"},
     409: {"invalid_transition", "version_conflict"},
-    422: {"validation_error", "unknown_action"},
+    422: {"validation_error", "unknown_action", "idempotency_conflict"},
     500: {"internal_error"},
     503: {"internal_error"},
 }

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.domain.errors import InvalidTransition, VersionConflict
+from service.domain.errors import IdempotencyConflict, InvalidTransition, VersionConflict
+from service.domain.idempotency import RequestKey, RequestStamp, action_stamp
 from service.domain.order import REMEMBERED_REQUESTS, HistoryEntry, Order, decide, place
 from service.domain.statuses import OrderStatus
 from service.domain.views import order_view, timestamp
@@ -22,6 +23,7 @@ from tests.unit.builders import (
     item_body,
     place_command,
     placed_order,
+    request,
 )
 
 
@@ -159,17 +161,17 @@ def test_every_event_has_its_own_id() -> None:
 
 
 def test_an_already_applied_request_changes_nothing_even_with_a_wrong_expected_version() -> None:
-    order = replace(placed_order(), version=4, applied_requests=("r-1",))
+    order = replace(placed_order(), version=4, applied_requests=(request("r-1"),))
 
     repeat = action("update_status", status="processing", expected_version=1)
 
-    assert decide(order, repeat, "r-1", LATER) is None
+    assert decide(order, repeat, request("r-1"), LATER) is None
 
 
 def test_an_already_applied_request_wins_over_an_invalid_transition() -> None:
-    order = replace(placed_order(status="cancelled"), applied_requests=("r-1",))
+    order = replace(placed_order(status="cancelled"), applied_requests=(request("r-1"),))
 
-    assert decide(order, action("complete"), "r-1", LATER) is None
+    assert decide(order, action("complete"), request("r-1"), LATER) is None
 
 
 def test_an_expected_version_mismatch_is_a_version_conflict() -> None:
@@ -201,48 +203,87 @@ def test_a_matching_expected_version_applies_the_action() -> None:
 
 
 def test_an_unapplied_request_key_is_still_checked() -> None:
-    order = replace(placed_order(status="cancelled"), applied_requests=("r-1",))
+    order = replace(placed_order(status="cancelled"), applied_requests=(request("r-1"),))
 
     with pytest.raises(InvalidTransition):
-        decide(order, action("complete"), "r-2", LATER)
+        decide(order, action("complete"), request("r-2"), LATER)
 
 
 # -- decide: applied requests ----------------------------------------------------------
 
 
 def test_an_applied_request_is_remembered_and_not_applied_twice() -> None:
-    first = decide(placed_order(), action("update_status", status="processing"), "r-1", LATER)
+    processing = action("update_status", status="processing", request_id="r-1")
+    stamp = action_stamp(processing, None)
+    first = decide(placed_order(), processing, stamp, LATER)
     assert first is not None
-    assert first.after.applied_requests == ("r-1",)
+    assert first.after.applied_requests == (stamp,)
+    moved_on = replace(first.after, status=OrderStatus.ON_HOLD)  # it could move again
 
-    assert decide(first.after, action("update_status", status="confirmed"), "r-1", LATER) is None
+    assert decide(moved_on, processing, stamp, LATER) is None
+
+
+def test_an_applied_request_with_another_body_is_an_idempotency_conflict() -> None:
+    processing = action("update_status", status="processing", request_id="r-1")
+    first = decide(placed_order(), processing, action_stamp(processing, None), LATER)
+    assert first is not None
+    on_hold = action("update_status", status="on_hold", request_id="r-1")
+
+    with pytest.raises(IdempotencyConflict) as conflict:
+        decide(first.after, on_hold, action_stamp(on_hold, None), LATER)
+
+    assert conflict.value.code == "idempotency_conflict"
+    assert conflict.value.details == {"key": "r-1"}
+
+
+def test_a_request_applied_before_fingerprints_were_kept_replays_whatever_its_body() -> None:
+    legacy = RequestStamp(RequestKey("r-1"), None)
+    order = replace(placed_order(), version=2, applied_requests=(legacy,))
+    cancel = action("cancel", request_id="r-1")
+
+    assert decide(order, cancel, action_stamp(cancel, None), LATER) is None
+
+
+def test_a_request_id_and_a_message_id_of_the_same_text_are_different_requests() -> None:
+    processing = action("update_status", status="processing")
+    by_message = action_stamp(processing, "m-1")
+    assert by_message is not None
+    order = replace(placed_order(), applied_requests=(by_message,))
+    cancel = action("cancel", request_id="m-1")
+
+    change = decide(order, cancel, action_stamp(cancel, "other"), LATER)
+
+    assert change is not None
+    assert change.after.status == OrderStatus.CANCELLED
 
 
 def test_without_a_request_key_nothing_is_remembered() -> None:
     change = decide(placed_order(), action("update_status", status="processing"), None, LATER)
 
     assert change is not None
-    assert change.request_key is None
+    assert change.request is None
     assert change.after.applied_requests == ()
 
 
 def test_remembered_requests_are_bounded_and_forget_the_oldest() -> None:
-    keys = tuple(f"r-{n}" for n in range(REMEMBERED_REQUESTS))
+    keys = tuple(request(f"r-{n}") for n in range(REMEMBERED_REQUESTS))
     order = replace(placed_order(), applied_requests=keys)
 
-    change = decide(order, action("update_status", status="processing"), "r-new", LATER)
+    change = decide(order, action("update_status", status="processing"), request("r-new"), LATER)
 
     assert change is not None
     assert len(change.after.applied_requests) == REMEMBERED_REQUESTS
-    assert change.after.applied_requests == (*keys[1:], "r-new")
-    assert "r-0" not in change.after.applied_requests
+    assert change.after.applied_requests == (*keys[1:], request("r-new"))
+    assert request("r-0") not in change.after.applied_requests
 
 
 def test_a_metadata_update_remembers_its_request_too() -> None:
-    change = decide(placed_order(), action("update_metadata", metadata={"a": 1}), "m-1", LATER)
+    change = decide(
+        placed_order(), action("update_metadata", metadata={"a": 1}), request("m-1"), LATER
+    )
 
     assert change is not None
-    assert change.after.applied_requests == ("m-1",)
+    assert change.after.applied_requests == (request("m-1"),)
 
 
 # -- decide: update_metadata -----------------------------------------------------------
@@ -362,7 +403,7 @@ def test_a_merge_that_changes_nothing_is_a_no_op(
 ) -> None:
     order = _with_metadata(metadata)
 
-    assert decide(order, action("update_metadata", metadata=patch), "m-1", LATER) is None
+    assert decide(order, action("update_metadata", metadata=patch), request("m-1"), LATER) is None
 
 
 def test_a_replace_with_the_same_object_is_a_no_op() -> None:

@@ -10,7 +10,14 @@ import pytest
 from service.domain.errors import InvalidTransition
 from service.domain.order import Change, HistoryEntry, decide
 from service.domain.statuses import TRANSITIONS, OrderStatus
-from tests.unit.builders import LATER, ORDER_DB_ID, PUBLIC_ORDER_ID, action, placed_order
+from tests.unit.builders import (
+    LATER,
+    ORDER_DB_ID,
+    PUBLIC_ORDER_ID,
+    action,
+    placed_order,
+    request,
+)
 
 STATUSES = [
     "pending", "processing", "confirmed", "in_progress",
@@ -79,7 +86,9 @@ def test_the_domain_table_is_the_contracts_table() -> None:
 def test_update_status_moves_along_an_allowed_edge(source: str, target: str) -> None:
     order = placed_order(status=source)
 
-    change = decide(order, action("update_status", status=target, notes="by phone"), "r-1", LATER)
+    change = decide(
+        order, action("update_status", status=target, notes="by phone"), request("r-1"), LATER
+    )
 
     change = _moved(source, target, change, "update_status")
     assert change.history == HistoryEntry(
@@ -87,15 +96,15 @@ def test_update_status_moves_along_an_allowed_edge(source: str, target: str) -> 
     )
     assert change.event.body["notes"] == "by phone"
     assert change.event.body["reason"] is None
-    assert change.request_key == "r-1"
-    assert change.after.applied_requests == ("r-1",)
+    assert change.request == request("r-1")
+    assert change.after.applied_requests == (request("r-1"),)
 
 
 @pytest.mark.parametrize(("source", "target"), STAYS, ids=_pair_id)
 def test_update_status_to_the_current_status_changes_nothing(source: str, target: str) -> None:
     order = placed_order(status=source)
 
-    assert decide(order, action("update_status", status=target), "r-1", LATER) is None
+    assert decide(order, action("update_status", status=target), request("r-1"), LATER) is None
 
 
 @pytest.mark.parametrize(("source", "target"), REFUSALS, ids=_pair_id)
@@ -103,7 +112,7 @@ def test_update_status_off_the_table_is_an_invalid_transition(source: str, targe
     order = placed_order(status=source)
 
     with pytest.raises(InvalidTransition) as refused:
-        decide(order, action("update_status", status=target), "r-1", LATER)
+        decide(order, action("update_status", status=target), request("r-1"), LATER)
 
     assert refused.value.code == "invalid_transition"
     assert refused.value.details == {"from": source, "to": target, "allowed": ALLOWED[source]}

@@ -21,7 +21,7 @@ from schemas.orders import OrderView
 from service.domain import events
 from service.domain.order import Order, decide, place
 from service.domain.views import order_view, timestamp
-from tests.unit.builders import LATER, NOW, action, item_body, place_command, placed_order
+from tests.unit.builders import LATER, NOW, action, item_body, place_command, placed_order, request
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
@@ -42,7 +42,7 @@ COMMAND_REJECTED_FIELDS = EVENT_FIELDS | {"routing_key", "error", "payload"}
 
 
 def _moved(order: Order) -> Order:
-    change = decide(order, action("cancel", reason="customer asked"), "r-1", LATER)
+    change = decide(order, action("cancel", reason="customer asked"), request("r-1"), LATER)
     assert change is not None
     return change.after
 
