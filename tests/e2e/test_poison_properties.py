@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiohttp
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..raw_amqp import RawPublisher, table, text_properties, timestamp
 from .amqp_client import AmqpClient, DeadLetter, DeadLetterReader, EventCollector, decode_object
@@ -167,6 +169,17 @@ async def test_poison_properties_are_dead_lettered_and_orders_keep_flowing(
         )
     )
 
+    # Each was logged as an error and counted.
+    log = worker.log_path.read_bytes()[log_start:]
+    assert log.count(b"ERROR service.handlers.delivery undecodable message properties") >= len(
+        [p for p in poison if p.kind in POISON_PROPERTIES]
+    )
+    for routing_key in WORK_QUEUES:
+        counted = await _metric(
+            worker, "orders_undecodable_properties_total", routing_key=routing_key
+        )
+        assert counted >= len(POISON_PROPERTIES), routing_key
+
     # And it cost no reconnect at all.
     count = reconnects(worker.log_path, log_start)
     sys.stderr.write(
@@ -228,6 +241,22 @@ async def _dead_letters(
         if len(found) == len(wanted) or loop.time() >= deadline:
             return found
         await asyncio.sleep(0.2)  # basic.get has no blocking form: poll interval
+
+
+async def _metric(worker: Worker, name: str, **labels: str) -> float:
+    """The sum of the worker's samples of `name` whose labels include `labels`."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(f"{worker.http_url}/metrics") as response,
+    ):
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def _first_message(
