@@ -64,8 +64,8 @@ class Problem:
     def escaped(self) -> str:
         """The raw value as printable text (bytes that are not UTF-8 as `\\xNN`)."""
         if isinstance(self.raw, bytes):
-            return _escape(self.raw)[:1000]
-        return str(self.raw)[:1000]
+            return _escape(self.raw)[:250]
+        return str(self.raw)[:250]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Undecodable:
     def escaped(self) -> dict[str, str]:
         """For the dead letter's `x-bad-properties` header: name -> escaped raw value."""
         escaped: dict[str, str] = {}
-        for problem in self.problems[:50]:
+        for problem in self.problems[:20]:
             escaped.setdefault(problem.name[:128], problem.escaped())
         return escaped
 
@@ -310,22 +310,54 @@ def installed() -> bool:
 
 
 def republishable(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Headers that pamqp can encode again, for a dead letter or a retry.
+    """Headers that pamqp can encode again, and that fit a frame, for a dead letter or a
+    retry: otherwise publishing it would fail (or the broker would close the connection)
+    on every redelivery.
 
-    Without the decoder's record, and with every value pamqp decodes but cannot encode
-    again (a double beyond a float's range, which it writes as a float; a decimal mantissa
-    of 2**31 or more) written as text.
-    The record itself, when there is one, becomes `BAD_PROPERTIES`: name -> raw value.
+    Every value pamqp decodes but cannot encode again (text that is not UTF-8, kept as
+    bytes; a double beyond a float's range, which it writes as a float; a decimal mantissa
+    of 2**31 or more) is written as text. If the headers take more than `HEADER_BUDGET`
+    bytes, the largest are left out and named in `DROPPED_HEADERS`. The decoder's record,
+    when there is one, becomes `BAD_PROPERTIES`: name -> raw value, escaped.
     """
+    found = undecodable(headers)
     result = {
         key: value if _encodable(value) else _as_text(value)
         for key, value in (headers or {}).items()
+        if not (found is not None and key == UNDECODABLE)
     }
-    found = undecodable(headers)
+    result = _within_budget(result)
     if found is not None:
-        del result[UNDECODABLE]
         result[BAD_PROPERTIES] = found.escaped()
     return result
+
+
+HEADER_BUDGET = 64 * 1024
+"""Bytes of a message's own headers that a dead letter or retry carries. RabbitMQ's
+default frame_max is 128 KiB and the content header must fit one frame, with the
+service's own headers (x-error-message, x-bad-properties: about 30 KiB at most)."""
+
+DROPPED_HEADERS = "x-dropped-headers"
+"""On a dead letter or retry: the headers left out to fit `HEADER_BUDGET`, with sizes."""
+
+
+def _within_budget(headers: dict[str, Any]) -> dict[str, Any]:
+    sizes = {
+        key: 1 + min(len(key.encode()), 128) + len(encode.encode_table_value(value))
+        for key, value in headers.items()
+    }
+    total = sum(sizes.values())
+    if total <= HEADER_BUDGET:
+        return headers
+    dropped: list[str] = []
+    for key in sorted(sizes, key=lambda k: sizes[k], reverse=True):
+        if total <= HEADER_BUDGET - 16 * 1024:  # room for the list of what was dropped
+            break
+        total -= sizes[key]
+        dropped.append(key)
+    kept = {key: value for key, value in headers.items() if key not in dropped}
+    kept[DROPPED_HEADERS] = [f"{key[:100]} ({sizes[key]} bytes)" for key in dropped[:100]]
+    return kept
 
 
 def _encodable(value: Any) -> bool:

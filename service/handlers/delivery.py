@@ -232,7 +232,7 @@ class Courier:
                 attempt, self._topology.retry_delays[attempt - 1], routing_key
             ),
             headers={
-                **(raw.headers or {}),
+                **republishable(raw.headers),
                 ATTEMPT_HEADER: attempt,
                 "x-last-error": type(exc).__name__,
             },

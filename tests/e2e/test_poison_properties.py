@@ -25,7 +25,7 @@ import aiohttp
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..raw_amqp import RawPublisher, table, text_properties, timestamp
+from ..raw_amqp import RawPublisher, Tagged, table, text_properties, timestamp
 from .amqp_client import AmqpClient, DeadLetter, DeadLetterReader, EventCollector, decode_object
 from .contract import (
     STATUSES,
@@ -49,6 +49,7 @@ from .poison import (
 )
 from .worker import Worker, stop_worker
 
+T = Tagged
 WITHIN = 10.0
 """Seconds from the last poison message published until all of them are dead-lettered."""
 
@@ -269,3 +270,24 @@ async def _first_message(
         assert loop.time() < deadline, f"no reply within {within}s"
         await asyncio.sleep(0.1)
     return message
+
+
+async def test_a_header_table_that_fills_a_frame_is_dead_lettered_without_a_reconnect(
+    client: AmqpClient, worker: Worker, dead_letters: DeadLetterReader, amqp_url: str
+) -> None:
+    """With the service's own headers added, the dead letter's headers would not fit one
+    frame: the broker closed the worker's connection on every redelivery."""
+    log_start = log_size(worker.log_path)
+    headers = table(
+        [*((f"k{i}", T.text("v" * 1000)) for i in range(128)), ("pad", T.text("p" * 1700))]
+    )
+    assert len(headers) > 130_000
+    body = f"not json {uuid.uuid4().hex}".encode()
+    async with RawPublisher(amqp_url) as raw:
+        assert await raw.publish("orders.place", body, {"headers": headers})
+    letter = await dead_letters.wait_for(lambda letter: letter.body == body, timeout=WITHIN)
+    assert letter.headers["x-error-code"] == "bad_request"
+    assert letter.headers["x-dropped-headers"][0] == "pad (1709 bytes)"
+    assert letter.headers["k0"] == "v" * 1000
+    assert assert_success(await client.request("orders.statuses", {})) == STATUSES
+    assert reconnects(worker.log_path, log_start) == 0

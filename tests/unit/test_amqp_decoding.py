@@ -322,3 +322,18 @@ def test_install_is_idempotent(lenient: None) -> None:
     _, _, header = frame.unmarshal(header_frame({"timestamp": timestamp(10**15)}))
     assert isinstance(header, ContentHeader)
     assert undecodable(header.properties.headers) is not None
+
+
+def test_republishable_headers_fit_a_frame() -> None:
+    """A producer's header table may fill a whole frame; with the service's own headers
+    added, it would not fit one, and the broker would close the worker's connection."""
+    headers: dict[str, Any] = {f"k{i}": "v" * 1000 for i in range(128)}
+    headers |= {"small": 1, "pad": "p" * 1700}
+    assert len(encode.field_table(headers)) > 130_000
+    result = republishable(headers)
+    assert len(encode.field_table(result)) <= amqp_decoding.HEADER_BUDGET
+    dropped = result[amqp_decoding.DROPPED_HEADERS]
+    assert dropped[0] == "pad (1709 bytes)"  # the largest go first
+    assert len(dropped) + len(result) - 1 == len(headers)
+    assert result["small"] == 1
+    assert republishable({"a": 1}) == {"a": 1}
