@@ -21,6 +21,13 @@ The Courier (service/handlers/delivery.py) refuses a message with that record as
 `bad_request` and dead-letters it with `republishable` headers. Well-formed headers keep
 taking pamqp's own path, unchanged. The HTTP gateway consumes nothing, so it needs none of
 this.
+
+What is left to the strict path: a content header shorter than its 12 fixed bytes (RabbitMQ
+never sends one), and method frames. A `basic.deliver` carries the routing key, which a
+producer chooses; one that is not UTF-8 still makes aiormq drop the connection. It can only
+reach a work queue through an exchange bound with wildcards (`orders.requeue`,
+`orders.retry`), which only the worker may write to (deploy/rabbitmq/definitions.json):
+producers write to `orders` alone, with the six routing keys.
 """
 
 from __future__ import annotations
