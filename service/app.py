@@ -17,6 +17,7 @@ from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from service import amqp_decoding
 from service.config import Settings
 from service.core import cancel, open_core
 from service.handlers.delivery import Courier
@@ -41,6 +42,8 @@ CATALOGUE_DESCRIPTION = (
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
+    # No message's properties may stop the consumers: see service/amqp_decoding.py.
+    amqp_decoding.install()
     worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
     return FastStream(
         worker.broker,

@@ -2,12 +2,15 @@
 
 FastStream's Prometheus middleware counts what is consumed and published and times the
 handlers; `ServiceMetrics` adds what only the service knows: refusals by error code, dead
-letters, and the outbox backlog. Labels stay bounded: consumed messages are labelled by the
-routing key they were first sent with (a retried one is not a new key) and replies, which
-go to each client's own reply queue, by `reply`.
+letters, messages with undecodable properties, and the outbox backlog. Labels stay
+bounded: consumed messages are labelled by the routing key they were first sent with (a
+retried one is not a new key) and replies, which go to each client's own reply queue, by
+`reply`; properties by their fixed AMQP names.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from aio_pika import IncomingMessage
 from faststream.message.message import StreamMessage
@@ -68,6 +71,15 @@ class ServiceMetrics:
             namespace=PREFIX,
             registry=registry,
         )
+        self.undecodable_properties = Counter(
+            "undecodable_properties",
+            "Messages whose AMQP properties the client layer could not decode (refused as "
+            "bad_request and dead-lettered), by routing key and property (`headers` for a "
+            "header entry).",
+            ["routing_key", "property"],
+            namespace=PREFIX,
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "outbox_backlog",
             "Events committed but not yet published (pending outbox entries), as of the "
@@ -81,6 +93,10 @@ class ServiceMetrics:
 
     def dead_letter(self, routing_key: str, code: str) -> None:
         self.dead_lettered.labels(routing_key=routing_key, code=code).inc()
+
+    def undecodable(self, routing_key: str, properties: Iterable[str]) -> None:
+        for name in properties:
+            self.undecodable_properties.labels(routing_key=routing_key, property=name).inc()
 
     def backlog(self, pending: int) -> None:
         self.outbox_backlog.set(pending)

@@ -12,13 +12,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
+from service.amqp_decoding import UndecodableProperties, republishable, undecodable
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
@@ -167,6 +168,7 @@ class Courier:
         refusal: OrderError | None = None
         attempts = 1
         try:
+            self._check_properties(raw.headers, routing_key)
             body = decode_object(
                 message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
             )
@@ -200,9 +202,22 @@ class Courier:
             self._metrics.refused(routing_key, refusal.code)
         if message.reply_to:
             await self._reply(message, reply)
-        if refusal is not None and (not message.reply_to or refusal.code == "internal_error"):
+        if refusal is not None and (
+            not message.reply_to
+            or refusal.code == "internal_error"
+            or isinstance(refusal, UndecodableProperties)
+        ):
             await self._dead_letter(message, routing_key, refusal, attempts)
         await message.ack()
+
+    def _check_properties(self, headers: Mapping[str, Any] | None, routing_key: str) -> None:
+        """Refuse a message whose properties could not be decoded (service/amqp_decoding.py);
+        it goes to the dead letters even when it also gets a reply."""
+        found = undecodable(headers)
+        if found is not None:
+            log.error("undecodable message properties on %s: %s", routing_key, found.describe())
+            self._metrics.undecodable(routing_key, found.names)
+            raise UndecodableProperties(found)
 
     async def _retry_later(
         self, message: RabbitMessage, routing_key: str, attempt: int, exc: Exception
@@ -217,7 +232,7 @@ class Courier:
                 attempt, self._topology.retry_delays[attempt - 1], routing_key
             ),
             headers={
-                **(raw.headers or {}),
+                **republishable(raw.headers),
                 ATTEMPT_HEADER: attempt,
                 "x-last-error": type(exc).__name__,
             },
@@ -272,7 +287,7 @@ class Courier:
             exchange=self._topology.dead_letters,
             routing_key=routing_key,
             headers={
-                **(raw.headers or {}),
+                **republishable(raw.headers),
                 "x-error-code": error.code,
                 "x-error-message": error.message[:1000],
                 ATTEMPTS_HEADER: attempts,
