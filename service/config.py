@@ -85,7 +85,9 @@ class Settings(BaseSettings):
     failpoints: frozenset[str] = Field(
         default=frozenset(),
         description="Fault injection for the reliability tests only, e.g. "
-        '["crash-before-publish"]: the worker kills itself with SIGKILL at that point.',
+        '["crash-before-publish"]: the worker kills itself with SIGKILL at that point; '
+        '["fail-handler"]: a handler fails unexpectedly on messages marked for it '
+        "(service/failpoints.py).",
     )
 
     @field_validator("default_currency")
