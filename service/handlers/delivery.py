@@ -24,6 +24,7 @@ from service.domain import events
 from service.domain.errors import OrderError
 from service.failpoints import Failpoints
 from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
+from service.handlers.replies import ReplyQueues
 from service.handlers.retries import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
@@ -110,6 +111,7 @@ class Courier:
         self._topology = topology
         self._metrics = metrics
         self._retries = RetryPolicy(topology.requeue.name, topology.retry_delays)
+        self._reply_queues = ReplyQueues(settings.reply_queue_pattern)
         self._failpoints = Failpoints(settings.failpoints)
         self.ordering = OrderedRunner()
         self._ordered_in_flight = 0
@@ -173,7 +175,7 @@ class Courier:
         turn: Turn | None = None,
     ) -> None:
         raw = message.raw_message
-        reply_to = message.reply_to or None
+        reply_to = self._reply_to(message)
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
         delivery = Delivery(
             raw.message_id or f"delivery:{uuid.uuid4()}",
@@ -217,6 +219,12 @@ class Courier:
             await self._dead_letter(message, routing_key, refusal, attempts, failure)
         await message.ack()
 
+    def _reply_to(self, message: RabbitMessage) -> str | None:
+        """Where the reply goes: the message's `reply_to` when it is a reply queue, else
+        nowhere (`_run` then refuses the message)."""
+        reply_to = message.reply_to or None
+        return reply_to if reply_to is None or self._reply_queues.allows(reply_to) else None
+
     async def _run(
         self,
         message: RabbitMessage,
@@ -228,8 +236,10 @@ class Courier:
         allow_empty: bool,
         turn: Turn | None,
     ) -> dict[str, Any]:
-        """Decode the body and run the work (ordered work in its order's turn, retried in
-        place); raises what the work raised."""
+        """Check the reply address, decode the body and run the work (ordered work in its
+        order's turn, retried in place); raises what the work raised."""
+        if message.reply_to and not delivery.reply:
+            raise self._reply_queues.refusal(message.reply_to)
         body = decode_object(
             message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
         )
