@@ -102,10 +102,12 @@ def carried_headers(headers: Mapping[str, Any] | None, *, retry: bool) -> dict[s
     A retry's headers were set by the service and the broker: its `x-ignored-headers` and
     `x-death` stay, the rest of the service's headers are set afresh on the copy.
     Header names are compared without case, so `X-Attempt` cannot pass for ours either.
+    Values are made `encodable`, so no copy fails to publish on what it carries.
     """
     carried: dict[str, Any] = {}
     ignored: dict[str, Any] = {}
-    for name, value in (headers or {}).items():
+    for name, raw in (headers or {}).items():
+        value = encodable(raw)
         folded = name.lower()
         if retry:
             if folded not in _FRESH:
@@ -117,3 +119,16 @@ def carried_headers(headers: Mapping[str, Any] | None, *, retry: bool) -> dict[s
     if ignored:
         carried[IGNORED_HEADER] = ignored
     return carried
+
+
+def encodable(value: Any) -> Any:
+    """A decoded header value as the AMQP client can encode it again: a long string that is
+    not UTF-8 arrives as `bytes`, which it refuses, so it goes back as a byte array, with the
+    same bytes (also inside tables and arrays)."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {key: encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [encodable(item) for item in value]
+    return value

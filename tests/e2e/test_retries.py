@@ -9,11 +9,13 @@ the 2nd and 3rd attempts; after the 3rd it dead-letters the message as ``interna
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pamqp.encode
 import pytest
 
 from .amqp_client import AmqpClient, DeadLetter, DeadLetterReader, EventCollector
@@ -275,3 +277,41 @@ async def test_an_action_that_keeps_failing_holds_its_order_not_the_others(
     assert applied["held"] - started >= retry_round  # B waited for A's attempts
     assert applied["free"] < applied["held"]  # C went ahead of B: only A's order was held
     assert failures(worker, stuck, "orders.action") == ATTEMPTS
+
+
+@contextlib.contextmanager
+def raw_long_strings() -> Iterator[None]:
+    """Encode `bytes` header values as AMQP long strings, bytes as they are (as pika does), so
+    this client can send a long string that is not UTF-8; aio-pika alone cannot."""
+    encode_value = pamqp.encode.encode_table_value
+
+    def encode(value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return b"S" + len(value).to_bytes(4, "big") + value
+        return encode_value(value)
+
+    pamqp.encode.encode_table_value = encode
+    try:
+        yield
+    finally:
+        pamqp.encode.encode_table_value = encode_value
+
+
+async def test_header_values_that_are_not_utf_8_survive_the_retries_and_the_dead_letter(
+    client: AmqpClient, worker: Worker, dead_letters: DeadLetterReader
+) -> None:
+    """The broker passes them; decoded they are bytes, which the client refuses to encode
+    again, so each copy the worker published failed and the message was requeued forever."""
+    with raw_long_strings():
+        message_id = await client.publish(
+            "orders.place",
+            simple_order(new_customer_id(), notes=failing()),
+            headers={"tenant": b"\xff\xfeacme", "x-attempt": b"\xff", "nested": [b"\xfd"]},
+        )
+    letter = await dead_letters.wait_for(lambda m: m.message_id == message_id, timeout=60)
+    assert letter.headers["x-error-code"] == "internal_error"
+    assert letter.headers["x-attempts"] == ATTEMPTS
+    assert letter.headers["tenant"] == b"\xff\xfeacme"  # the same bytes, as a byte array
+    assert letter.headers["nested"] == [b"\xfd"]
+    assert letter.headers["x-ignored-headers"] == {"x-attempt": b"\xff"}
+    await assert_no_more_attempts(worker, message_id, "orders.place")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from service.failpoints import FAIL_HANDLER, Failpoints, InjectedFault
-from service.handlers.retries import IGNORED_HEADER, RetryPolicy, carried_headers
+from service.handlers.retries import IGNORED_HEADER, RetryPolicy, carried_headers, encodable
 
 POLICY = RetryPolicy("orders.requeue", (1000, 5000, 15000))
 
@@ -71,6 +71,18 @@ def test_a_retry_keeps_the_broker_history_and_what_was_moved_aside() -> None:
         "x-death": ours["x-death"],
         IGNORED_HEADER: {"x-attempt": -5},
     }
+
+
+def test_values_that_are_not_utf_8_are_carried_as_byte_arrays() -> None:
+    headers = {"tenant": b"\xff", "x-attempt": [b"\xfe", {"deep": b"\xfd"}], "ok": "é"}
+    carried = carried_headers(headers, retry=False)
+    assert carried == {
+        "tenant": bytearray(b"\xff"),
+        "ok": "é",
+        IGNORED_HEADER: {"x-attempt": [bytearray(b"\xfe"), {"deep": bytearray(b"\xfd")}]},
+    }
+    assert type(carried["tenant"]) is bytearray
+    assert encodable(b"") == bytearray()
 
 
 def test_no_headers() -> None:
