@@ -75,7 +75,14 @@ _ORDER_ADAPTER: TypeAdapter[OrderView] = TypeAdapter(OrderView)
 _ORDERS_ADAPTER: TypeAdapter[list[OrderView]] = TypeAdapter(list[OrderView])
 _STATS_ADAPTER: TypeAdapter[StatsView] = TypeAdapter(StatsView)
 # Headers the worker adds when it dead-letters; a replay starts afresh without them.
-_DEAD_LETTER_HEADERS = ("x-error-code", "x-error-message", "x-attempts", "x-death")
+_DEAD_LETTER_HEADERS = (
+    "x-error-code",
+    "x-error-message",
+    "x-attempts",
+    "x-last-error",
+    "x-ignored-headers",
+    "x-death",
+)
 
 
 def encode_json(body: Any) -> bytes:
@@ -482,7 +489,8 @@ class OrdersClient:
                 headers = {
                     key: value
                     for key, value in (message.headers or {}).items()
-                    if key not in _DEAD_LETTER_HEADERS and not key.startswith("x-first-death")
+                    if key not in _DEAD_LETTER_HEADERS
+                    and not key.startswith(("x-first-death", "x-last-death"))
                 }
                 await self._publish(
                     exchange,

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         description="Delays before the 2nd, 3rd, ... attempt at a message whose handler failed "
         "unexpectedly; after the last one it is dead-lettered. JSON list, e.g. [1000,5000].",
     )
+    reply_queue_pattern: str = Field(
+        default="",
+        max_length=1000,
+        description="Regular expression (Python syntax) for named queues that may receive "
+        "replies, matched against the whole reply_to, e.g. `replies\\..+`. Server-named "
+        "(amq.gen-...) queues and direct reply-to are always allowed; empty (the default) "
+        "allows no other queue. Any other reply_to gets no reply and is dead-lettered as "
+        "bad_request.",
+    )
     batch_max_size: Annotated[int, Field(ge=1, le=5000)] = Field(
         default=200, description="Most places handled in one micro-batch."
     )
@@ -107,7 +116,9 @@ class Settings(BaseSettings):
     failpoints: frozenset[str] = Field(
         default=frozenset(),
         description="Fault injection for the reliability tests only, e.g. "
-        '["crash-before-publish"]: the worker kills itself with SIGKILL at that point.',
+        '["crash-before-publish"]: the worker kills itself with SIGKILL at that point; '
+        '["fail-handler"]: a handler fails unexpectedly on messages marked for it '
+        "(service/failpoints.py).",
     )
 
     @field_validator("default_currency")
@@ -137,6 +148,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{origin!r} is not an origin: scheme://host[:port], no path, no wildcard"
                 )
+        return value
+
+    @field_validator("reply_queue_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
         return value
 
     @field_validator("log_level")

@@ -6,6 +6,8 @@ a handler fault: worker --r1.orders.place--> orders.retry (topic)
     --> queue orders.retry.1.<ms>ms (TTL) --expired--> orders.requeue (topic)
     --*.orders.place--> queue orders.place again, up to len(retry_delays) times
 then: worker --orders.place--> orders.dlx --#--> orders.dead
+(an action is retried in place instead, in its order's turn: service/handlers/delivery.py;
+the attempt count comes from this round, never from a header: service/handlers/retries.py)
 """
 
 from __future__ import annotations
@@ -41,13 +43,21 @@ def retry_routing_key(attempt: int, delay_ms: int, routing_key: str) -> str:
     return f"r{attempt}_{delay_ms}ms.{routing_key}"
 
 
-_RETRY_PREFIX = re.compile(r"r\d+_\d+ms")
+_RETRY_PREFIX = re.compile(r"r(\d{1,9})_\d{1,9}ms")
 
 
 def original_routing_key(routing_key: str) -> str:
     """`r2_5000ms.orders.place` -> `orders.place`: where a retried message was first sent."""
     prefix, _, rest = routing_key.partition(".")
     return rest if rest and _RETRY_PREFIX.fullmatch(prefix) else routing_key
+
+
+def retry_attempt(routing_key: str) -> int | None:
+    """`r2_5000ms.orders.place` -> 2: the attempt whose failure sent it round a delay queue
+    (None when the key is not a retry key)."""
+    prefix, _, rest = routing_key.partition(".")
+    match = _RETRY_PREFIX.fullmatch(prefix) if rest else None
+    return int(match.group(1)) if match else None
 
 
 def _topic(name: str) -> RabbitExchange:

@@ -100,6 +100,8 @@ def document_outputs(router: RabbitRouter, topology: Topology) -> None:
         description="The one reply to a request that carries reply_to: published to the "
         "default exchange with routing key = reply_to and the request's correlation_id. "
         "ListReply answers orders.list, StatsReply orders.stats, ErrorReply any refused "
-        "request, Reply the rest.",
+        "request, Reply the rest. reply_to must be a server-named queue (amq.gen-...), direct "
+        "reply-to (amq.rabbitmq.reply-to) or a queue matching ORDERS_REPLY_QUEUE_PATTERN; any "
+        "other gets no reply and the request is dead-lettered as bad_request.",
         schema=AnyReply,
     )

@@ -23,7 +23,18 @@ from service.amqp_decoding import UndecodableProperties, republishable, undecoda
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
+from service.failpoints import Failpoints
 from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
+from service.handlers.replies import ReplyQueues
+from service.handlers.retries import (
+    ATTEMPT_HEADER,
+    ATTEMPTS_HEADER,
+    ERROR_CODE_HEADER,
+    ERROR_MESSAGE_HEADER,
+    LAST_ERROR_HEADER,
+    RetryPolicy,
+    carried_headers,
+)
 from service.logs import log_context
 from service.metrics import ServiceMetrics
 from service.placing import Delivery
@@ -38,18 +49,10 @@ T = TypeVar("T")
 
 Work = Callable[[dict[str, Any], Delivery], Awaitable[dict[str, Any]]]
 """A use case bound to its parsing: body and delivery in, the reply's envelope out."""
+Attempt = Callable[[], Awaitable[dict[str, Any]]]
+"""One try at a message's work."""
 
 INTERNAL = "Internal error; the message was kept for inspection"
-
-
-ATTEMPT_HEADER = "x-attempt"
-"""How many times the handler has already failed on this message."""
-ATTEMPTS_HEADER = "x-attempts"
-"""On a dead letter: how many times the message was tried."""
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _channel_of(raw: Any) -> Any:
@@ -69,6 +72,15 @@ _CLOSED = _ClosedChannel()
 
 class TransientExhausted(Exception):
     """MongoDB stayed unreachable for longer than the retry budget."""
+
+
+class GaveUp(Exception):
+    """Ordered work failed unexpectedly on every attempt it was allowed."""
+
+    def __init__(self, attempts: int, error: Exception) -> None:
+        super().__init__(f"failed {attempts} times; last: {type(error).__name__}")
+        self.attempts = attempts
+        self.error = error
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -99,6 +111,9 @@ class Courier:
         self._settings = settings
         self._topology = topology
         self._metrics = metrics
+        self._retries = RetryPolicy(topology.requeue.name, topology.retry_delays)
+        self._reply_queues = ReplyQueues(settings.reply_queue_pattern)
+        self._failpoints = Failpoints(settings.failpoints)
         self.ordering = OrderedRunner()
         self._ordered_in_flight = 0
         self._ordered_idle = asyncio.Event()
@@ -132,6 +147,8 @@ class Courier:
             turn = self.ordering.turn()
             try:
                 await self._serve(message, work, routing_key, allow_empty=allow_empty, turn=turn)
+            except Abandoned:
+                return  # its channel closed during an in-place retry: the requeued copy counts
             except Exception:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
@@ -159,40 +176,37 @@ class Courier:
         turn: Turn | None = None,
     ) -> None:
         raw = message.raw_message
+        reply_to = self._reply_to(message)
         # Without a message id, a per-delivery one still makes retries inside this worker safe.
         delivery = Delivery(
             raw.message_id or f"delivery:{uuid.uuid4()}",
             message.correlation_id or None,
-            reply=bool(message.reply_to),
+            reply=reply_to is not None,
         )
+        made = self._retries.attempts_made(raw.exchange, raw.routing_key)
         refusal: OrderError | None = None
-        attempts = 1
+        failure: Exception | None = None
+        attempts = made + 1
         try:
-            self._check_properties(raw.headers, routing_key)
-            body = decode_object(
-                message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
+            reply = await self._run(
+                message, work, delivery, routing_key, made, allow_empty=allow_empty, turn=turn
             )
-            if turn is not None:
-                reply = await self.ordering.run(
-                    turn, body, lambda: self._with_retries(work, body, delivery)
-                )
-            else:
-                reply = await self._with_retries(work, body, delivery)
         except OrderError as exc:
             refusal, reply = exc, error_reply(exc)
             log.info("refused %s: %s %s", routing_key, exc.code, exc.message)
         except TransientExhausted:
             refusal = OrderError("Storage unavailable; the message was kept for a retry")
             reply = error_reply(refusal)
+        except Abandoned:
+            raise
+        except GaveUp as exc:
+            attempts, failure = exc.attempts, exc.error
+            refusal = OrderError(INTERNAL)
+            reply = error_reply(refusal)
         except Exception as exc:
-            attempts = _int((raw.headers or {}).get(ATTEMPT_HEADER)) + 1
-            log.exception(
-                "handler failed on %s (attempt %d, correlation_id=%s)",
-                routing_key,
-                attempts,
-                message.correlation_id,
-            )
-            if attempts <= len(self._topology.retry_delays):
+            attempts, failure = made + 1, exc
+            self._log_failure(exc, routing_key, attempts, message)
+            if attempts < self._retries.max_attempts:
                 await self._retry_later(message, routing_key, attempts, exc)
                 await message.ack()
                 return
@@ -200,14 +214,14 @@ class Courier:
             reply = error_reply(refusal)
         if refusal is not None:
             self._metrics.refused(routing_key, refusal.code)
-        if message.reply_to:
-            await self._reply(message, reply)
+        if reply_to is not None:
+            await self._reply(message, reply_to, reply)
         if refusal is not None and (
-            not message.reply_to
+            reply_to is None
             or refusal.code == "internal_error"
             or isinstance(refusal, UndecodableProperties)
         ):
-            await self._dead_letter(message, routing_key, refusal, attempts)
+            await self._dead_letter(message, routing_key, refusal, attempts, failure)
         await message.ack()
 
     def _check_properties(self, headers: Mapping[str, Any] | None, routing_key: str) -> None:
@@ -219,22 +233,96 @@ class Courier:
             self._metrics.undecodable(routing_key, found.names)
             raise UndecodableProperties(found)
 
+    def _reply_to(self, message: RabbitMessage) -> str | None:
+        """Where the reply goes: the message's `reply_to` when it is a reply queue, else
+        nowhere (`_run` then refuses the message)."""
+        reply_to = message.reply_to or None
+        return reply_to if reply_to is None or self._reply_queues.allows(reply_to) else None
+
+    async def _run(
+        self,
+        message: RabbitMessage,
+        work: Work,
+        delivery: Delivery,
+        routing_key: str,
+        made: int,
+        *,
+        allow_empty: bool,
+        turn: Turn | None,
+    ) -> dict[str, Any]:
+        """Check the properties and the reply address, decode the body and run the work
+        (ordered work in its order's turn, retried in place); raises what the work raised."""
+        self._check_properties(message.raw_message.headers, routing_key)
+        if message.reply_to and not delivery.reply:
+            raise self._reply_queues.refusal(message.reply_to)
+        body = decode_object(
+            message.body, limit=self._settings.max_message_bytes, allow_empty=allow_empty
+        )
+        attempt = self._attempt(work, body, delivery, message.body)
+        if turn is None:
+            return await attempt()
+        return await self.ordering.run(
+            turn, body, lambda: self._retry_in_place(attempt, message, routing_key, made)
+        )
+
+    def _attempt(
+        self, work: Work, body: dict[str, Any], delivery: Delivery, raw_body: bytes
+    ) -> Attempt:
+        async def attempt() -> dict[str, Any]:
+            self._failpoints.fail_if_marked(raw_body, delivery.message_id or "")
+            return await self._with_retries(work, body, delivery)
+
+        return attempt
+
+    async def _retry_in_place(
+        self, attempt: Attempt, message: RabbitMessage, routing_key: str, made: int
+    ) -> dict[str, Any]:
+        """Ordered work (an action) that fails unexpectedly is tried again where it stands,
+        after the same delays as the retry round, while it holds its order's turn: the
+        order's later actions wait for it, other orders go on. After the last attempt it is
+        given up on (`GaveUp`: dead-lettered as internal_error), and the next action runs."""
+        number = made + 1
+        while True:
+            try:
+                return await attempt()
+            except (OrderError, TransientExhausted):
+                raise
+            except Exception as exc:
+                self._log_failure(exc, routing_key, number, message)
+                if number >= self._retries.max_attempts:
+                    raise GaveUp(number, exc) from exc
+                await asyncio.sleep(self._retries.delay_after(number) / 1000)
+                if _channel_of(message.raw_message).is_closed:
+                    raise Abandoned from exc
+                number += 1
+
+    def _log_failure(
+        self, exc: Exception, routing_key: str, attempt: int, message: RabbitMessage
+    ) -> None:
+        log.error(
+            "handler failed on %s (attempt %d of %d, correlation_id=%s)",
+            routing_key,
+            attempt,
+            self._retries.max_attempts,
+            message.correlation_id,
+            exc_info=exc,
+        )
+
     async def _retry_later(
         self, message: RabbitMessage, routing_key: str, attempt: int, exc: Exception
     ) -> None:
         """Send a message whose handler failed unexpectedly round the delay queue of its
-        attempt; it comes back to its own queue when the delay has passed."""
+        attempt; it comes back to its own queue, through the requeue exchange, when the
+        delay has passed (service/handlers/retries.py)."""
         raw = message.raw_message
         await self._broker.publish(
             message.body,
             exchange=self._topology.retry,
-            routing_key=retry_routing_key(
-                attempt, self._topology.retry_delays[attempt - 1], routing_key
-            ),
+            routing_key=retry_routing_key(attempt, self._retries.delay_after(attempt), routing_key),
             headers={
-                **republishable(raw.headers),
+                **self._carried_headers(message),
                 ATTEMPT_HEADER: attempt,
-                "x-last-error": type(exc).__name__,
+                LAST_ERROR_HEADER: type(exc).__name__,
             },
             content_type=raw.content_type,
             correlation_id=raw.correlation_id,
@@ -244,6 +332,11 @@ class Courier:
             mandatory=False,
         )
 
+    def _carried_headers(self, message: RabbitMessage) -> dict[str, Any]:
+        raw = message.raw_message
+        carried = carried_headers(raw.headers, retry=self._retries.is_retry(raw.exchange))
+        return republishable(carried)
+
     async def _with_retries(
         self, work: Work, body: dict[str, Any], delivery: Delivery
     ) -> dict[str, Any]:
@@ -251,17 +344,22 @@ class Courier:
             lambda: work(body, delivery), self._settings.transient_retry_seconds
         )
 
-    async def _reply(self, message: RabbitMessage, reply: dict[str, Any]) -> None:
+    async def _reply(self, message: RabbitMessage, reply_to: str, reply: dict[str, Any]) -> None:
         await self._broker.publish(
             encode(reply),
-            routing_key=message.reply_to,
+            routing_key=reply_to,
             correlation_id=message.correlation_id,
             content_type="application/json",
             mandatory=False,
         )
 
     async def _dead_letter(
-        self, message: RabbitMessage, routing_key: str, error: OrderError, attempts: int
+        self,
+        message: RabbitMessage,
+        routing_key: str,
+        error: OrderError,
+        attempts: int,
+        failure: Exception | None = None,
     ) -> None:
         """Keep the refused message on the dead-letter exchange; announce refused commands."""
         if routing_key in COMMANDS:
@@ -287,10 +385,11 @@ class Courier:
             exchange=self._topology.dead_letters,
             routing_key=routing_key,
             headers={
-                **republishable(raw.headers),
-                "x-error-code": error.code,
-                "x-error-message": error.message[:1000],
+                **self._carried_headers(message),
+                ERROR_CODE_HEADER: error.code,
+                ERROR_MESSAGE_HEADER: error.message[:1000],
                 ATTEMPTS_HEADER: attempts,
+                **({LAST_ERROR_HEADER: type(failure).__name__} if failure is not None else {}),
             },
             content_type=raw.content_type,
             correlation_id=raw.correlation_id,

@@ -38,6 +38,7 @@ from .contract import (
     simple_order,
 )
 from .poison import (
+    NOT_UTF8,
     PAST_9999,
     POISON_PROPERTIES,
     UNENCODABLE_HEADERS,
@@ -221,7 +222,11 @@ def _check_dead_letter(message: Poison, letter: DeadLetter) -> None:
     reason = letter.headers.get("x-error-message")
     assert isinstance(reason, str), where
     if message.kind in UNENCODABLE_HEADERS:
-        assert isinstance(letter.headers.get(message.expected), str), where  # kept, as text
+        kept = letter.headers.get(message.expected)
+        if message.kind == "header text not UTF-8":  # kept byte for byte, as a byte array
+            assert kept == bytearray(NOT_UTF8), where
+        else:
+            assert isinstance(kept, str), where  # kept, as text
         return
     assert reason.startswith("Message properties cannot be decoded"), where
     assert message.expected in reason, where

@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from .amqp_client import COMMANDS_EXCHANGE, AmqpClient, decode_object
+from .amqp_client import COMMANDS_EXCHANGE, AmqpClient, DeadLetterReader, decode_object
 from .contract import (
     STATUSES,
     assert_error,
@@ -120,3 +120,19 @@ async def test_concurrent_requests_each_get_their_own_reply(client: AmqpClient) 
         *(client.request("orders.place", simple_order(c)) for c in customer_ids)
     )
     assert [assert_success(r)["customer_id"] for r in replies] == customer_ids
+
+
+async def test_a_named_reply_queue_gets_nothing_by_default(
+    client: AmqpClient, dead_letters: DeadLetterReader
+) -> None:
+    """Without ORDERS_REPLY_QUEUE_PATTERN only server-named queues and direct reply-to
+    receive replies; the request is dead-lettered as bad_request (tests/e2e/test_reply_to.py)."""
+    channel = await client.connection.channel()
+    try:
+        named = await channel.declare_queue(f"e2e.replies.{uuid.uuid4().hex}", auto_delete=True)
+        message_id = await client.publish("orders.statuses", {}, reply_to=named.name)
+        letter = await dead_letters.wait_for(lambda m: m.message_id == message_id, timeout=30)
+        assert letter.headers["x-error-code"] == "bad_request"
+        assert await named.get(no_ack=True, fail=False) is None
+    finally:
+        await channel.close()
