@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from schemas.commands import PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
+from service.budget import ByteBudget
 from service.config import Settings
 from service.core import Core, open_core
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
@@ -114,6 +115,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _body_size(request: Request, limit: int) -> int:
+    """What a body will take: its declared length, else (chunked) as much as allowed."""
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), limit) if declared.isdigit() else limit
+
+
 class Gateway:
     """The routes' one dependency: settings, the handlers and, once started, the core."""
 
@@ -125,6 +132,8 @@ class Gateway:
         )
         self.handlers = OrderHandlers()
         self.core: Core | None = None
+        self.budget = ByteBudget(settings.max_in_flight_bytes)
+        """Bodies read and worked on at once, as the worker's (service/budget.py)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -166,10 +175,11 @@ class Gateway:
         headers = {CORRELATION_HEADER: correlation_id}
         with log_context(correlation_id=correlation_id):
             try:
-                body = await read_object(request, limit=limit) if with_body else {}
-                answer = await with_retries(
-                    lambda: work(body, delivery), self.settings.api_retry_seconds
-                )
+                async with self.budget.hold(_body_size(request, limit) if with_body else 0):
+                    body = await read_object(request, limit=limit) if with_body else {}
+                    answer = await with_retries(
+                        lambda: work(body, delivery), self.settings.api_retry_seconds
+                    )
             except OrderError as exc:
                 log.info("refused %s: %s %s", request.url.path, exc.code, exc.message)
                 answer = Answer(error_reply(exc), STATUS_OF_CODE[exc.code])

@@ -19,6 +19,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
+from service.budget import ByteBudget
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
@@ -99,6 +100,7 @@ class Courier:
         self._topology = topology
         self._metrics = metrics
         self.ordering = OrderedRunner()
+        self.budget = ByteBudget(settings.max_in_flight_bytes)
         self._ordered_in_flight = 0
         self._ordered_idle = asyncio.Event()
         self._ordered_idle.set()
@@ -120,7 +122,8 @@ class Courier:
             routing_key=routing_key,
         ):
             if not ordered:
-                await self._serve(message, work, routing_key, allow_empty=allow_empty)
+                async with self.budget.hold(len(message.body)):
+                    await self._serve(message, work, routing_key, allow_empty=allow_empty)
                 return
             try:
                 await self.ordering.gate.admit(_channel_of(raw), raw.delivery_tag or 0)
@@ -130,7 +133,11 @@ class Courier:
             self._ordered_idle.clear()
             turn = self.ordering.turn()
             try:
-                await self._serve(message, work, routing_key, allow_empty=allow_empty, turn=turn)
+                # asked for in admission order: first come first served, so no deadlock
+                async with self.budget.hold(len(message.body)):
+                    await self._serve(
+                        message, work, routing_key, allow_empty=allow_empty, turn=turn
+                    )
             except Exception:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
