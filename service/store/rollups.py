@@ -118,13 +118,6 @@ class RollupApplier:
             return await session.with_transaction(self._apply)
 
     async def _apply(self, session: AsyncClientSession) -> int:
-        # Only into built rollups. The write to the marker makes this transaction conflict
-        # with a build taking its lease, so none of its writes lands in a build's rollups.
-        built = await self._db[ROLLUP_STATE].update_one(
-            {"_id": BUILT, "done": True}, {"$inc": {"applied": 1}}, session=session
-        )
-        if not built.matched_count:
-            return 0
         # mongod sums the deltas; only the sums and the delta ids travel back
         unwound = [{"$unwind": "$rollups_pending"}, {"$replaceWith": "$rollups_pending"}]
         cursor = await self._db[ORDERS].aggregate(
@@ -168,6 +161,13 @@ class RollupApplier:
         )
         (sums,) = await cursor.to_list()
         if not sums["orders"]:
+            return 0
+        # Only into built rollups. The write to the marker makes this transaction conflict
+        # with a build taking its lease, so none of its writes lands in a build's rollups.
+        built = await self._db[ROLLUP_STATE].update_one(
+            {"_id": BUILT, "done": True}, {"$inc": {"applied": 1}}, session=session
+        )
+        if not built.matched_count:
             return 0
         if sums["buckets"]:
             await self._db[ORDER_COUNTS].bulk_write(
