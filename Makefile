@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop chaos bench docs docs-gen compose-env clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop chaos bench bench-memory docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop chaos bench docs docs-gen compose-env clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop chaos bench bench-memory docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -94,6 +94,12 @@ chaos: install rabbitmq
 # BENCH_SCALE=small for a run under 2 minutes (default full, ~20 minutes).
 bench: install rabbitmq
 	$(UV) run python -m bench.run
+
+# Memory under hostile input (docs/benchmarks.md "Memory under large orders"): 3,000 place
+# commands of ~240 KB to the worker (AMQP) and the gateway (HTTP); peak and final RSS of
+# each, bound 300 MB. Its own mongod and vhost; writes .bench/memory.json (~10 minutes).
+bench-memory: install rabbitmq
+	$(UV) run python -m bench.memory
 
 # The message catalogue (README "Message catalogue page"): docs/asyncapi.json and the HTTP
 # API's docs/openapi.json are generated from the code (tests/unit/test_asyncapi.py and

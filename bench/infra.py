@@ -71,8 +71,8 @@ class Infra:
 
 
 @contextlib.contextmanager
-def infrastructure(logdir: Path) -> Iterator[Infra]:
-    """A mongod on a free port with a temporary dbpath, and vhost `orders-bench-<hex>`;
+def infrastructure(logdir: Path, vhost_prefix: str = "orders-bench") -> Iterator[Infra]:
+    """A mongod on a free port with a temporary dbpath, and vhost `<vhost_prefix>-<hex>`;
     both removed at the end, also on errors."""
     rabbitmq.ensure_running()
     logdir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def infrastructure(logdir: Path) -> Iterator[Infra]:
         log(f"starting mongod (dbpath {workdir / 'mongo'})")
         mongo = start_mongod(workdir / "mongo", free_port(), logpath=logdir / "mongod.log")
         try:
-            vhost = f"orders-bench-{uuid.uuid4().hex[:8]}"
+            vhost = f"{vhost_prefix}-{uuid.uuid4().hex[:8]}"
             try:
                 _patiently(lambda: rabbitmq.create_vhost(vhost), f"create vhost {vhost}")
                 url = (

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="Write logs as one JSON object per line instead of plain text.",
     )
     max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    max_in_flight_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1024 * 1024,
+        description="Bytes of message bodies worked on at once; a body parses into objects "
+        "of 10-50 times its size. Further messages wait (in delivery order) for room.",
+    )
     transient_retry_seconds: Annotated[float, Field(gt=0)] = Field(
         default=120.0,
         description="How long a message waits out MongoDB or broker outages before dead-lettering.",

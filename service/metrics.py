@@ -2,10 +2,12 @@
 
 FastStream's Prometheus middleware counts what is consumed and published and times the
 handlers; `ServiceMetrics` adds what only the service knows: refusals by error code, dead
-letters, messages with undecodable properties, and the outbox backlog. Labels stay
-bounded: consumed messages are labelled by the routing key they were first sent with (a
-retried one is not a new key) and replies, which go to each client's own reply queue, by
-`reply`; properties by their fixed AMQP names.
+letters, messages with undecodable properties, and the outbox backlog. Labels stay bounded
+whatever producers send: consumed messages are labelled by the routing key they were first
+sent with (a retried one is not a new key), and any routing key that is not one of the
+service's own (a producer allowed on the retry exchanges can send `<anything>.orders.place`)
+by `other`; replies, which go to each client's own reply queue, by `reply`; properties by
+their fixed AMQP names.
 """
 
 from __future__ import annotations
@@ -20,13 +22,26 @@ from faststream.rabbit.prometheus.provider import RabbitMetricsSettingsProvider
 from faststream.rabbit.response import RabbitPublishCommand
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.topology import original_routing_key
+from service.domain.events import COMMAND_REJECTED, METADATA_UPDATED, PLACED, STATUS_CHANGED
+from service.topology import ROUTING_KEYS, original_routing_key
 
 PREFIX = "orders"
 """Of every metric name: `orders_received_messages_total`, `orders_errors_total`, ..."""
 
 REPLY = "reply"
 """The publish destination of every reply (the default exchange, to a reply queue)."""
+
+OTHER = "other"
+"""The label of every routing key that is not one of the service's own."""
+
+KNOWN_KEYS = frozenset((*ROUTING_KEYS, PLACED, STATUS_CHANGED, METADATA_UPDATED, COMMAND_REJECTED))
+
+
+def routing_key_label(routing_key: str) -> str:
+    """One of the service's own routing keys (a retry's prefix taken off), else `other`:
+    label values never come from what a producer chose."""
+    key = original_routing_key(routing_key)
+    return key if key in KNOWN_KEYS else OTHER
 
 
 class RoutingKeyLabels(RabbitMetricsSettingsProvider):
@@ -35,7 +50,7 @@ class RoutingKeyLabels(RabbitMetricsSettingsProvider):
 
     def get_consume_attrs_from_message(self, msg: StreamMessage[IncomingMessage]) -> ConsumeAttrs:
         return {
-            "destination_name": original_routing_key(msg.raw_message.routing_key or ""),
+            "destination_name": routing_key_label(msg.raw_message.routing_key or ""),
             "message_size": len(msg.body),
             "messages_count": 1,
         }
@@ -43,7 +58,7 @@ class RoutingKeyLabels(RabbitMetricsSettingsProvider):
     def get_publish_destination_name_from_cmd(self, cmd: RabbitPublishCommand) -> str:
         if not cmd.exchange.name:
             return REPLY
-        return f"{cmd.exchange.name}.{cmd.destination}"
+        return f"{cmd.exchange.name}.{routing_key_label(cmd.destination)}"
 
 
 class ServiceMetrics:
@@ -89,10 +104,10 @@ class ServiceMetrics:
         )
 
     def refused(self, routing_key: str, code: str) -> None:
-        self.errors.labels(routing_key=routing_key, code=code).inc()
+        self.errors.labels(routing_key=routing_key_label(routing_key), code=code).inc()
 
     def dead_letter(self, routing_key: str, code: str) -> None:
-        self.dead_lettered.labels(routing_key=routing_key, code=code).inc()
+        self.dead_lettered.labels(routing_key=routing_key_label(routing_key), code=code).inc()
 
     def undecodable(self, routing_key: str, properties: Iterable[str]) -> None:
         for name in properties:

@@ -6,6 +6,7 @@ Transport-free: the AMQP handlers (and any other entry point) call these.
 from __future__ import annotations
 
 import secrets
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from service.domain.errors import (
     VersionConflict,
 )
 from service.domain.idempotency import action_stamp
-from service.domain.order import Order
+from service.domain.order import HistoryEntry, Item, Order
 from service.placing import Delivery, Placed, Placer
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
@@ -47,24 +48,78 @@ def draw_order_number() -> int:
 
 
 class RecentOrders:
-    """The orders this worker last wrote, by id and by order number (bounded, LRU)."""
+    """The orders this worker last wrote, by id and by order number: LRU, bounded by count
+    and by an estimate of the bytes they hold.
 
-    def __init__(self, size: int = 10_000) -> None:
+    An order is only a shortcut for the next action's first decision (a miss reads it from
+    MongoDB), so an order estimated above `max_order_bytes` (large metadata, a long
+    history) is not kept at all, and the least recently written ones go once the estimates
+    add up to more than `max_bytes`. The estimate walks the order's objects and stops as
+    soon as it passes `max_order_bytes`, so remembering costs a bounded amount of work.
+    """
+
+    def __init__(
+        self,
+        size: int = 10_000,
+        *,
+        max_bytes: int = 48 * 1024 * 1024,
+        max_order_bytes: int = 64 * 1024,
+    ) -> None:
         self._size = size
-        self._orders: OrderedDict[int, Order] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._max_order_bytes = max_order_bytes
+        self._orders: OrderedDict[int, tuple[Order, int]] = OrderedDict()
         self._ids: dict[int, int] = {}
+        self.bytes = 0
+        """The sum of the estimates of the orders kept: at most `max_bytes`."""
+
+    def __len__(self) -> int:
+        return len(self._orders)
 
     def remember(self, order: Order) -> None:
-        self._orders[order.id] = order
-        self._orders.move_to_end(order.id)
+        self.forget(order.id)
+        weight = footprint(order, self._max_order_bytes)
+        if weight > self._max_order_bytes:
+            return  # too large to be worth keeping: the next action reads it
+        self._orders[order.id] = (order, weight)
         self._ids[order.order_id] = order.id
-        while len(self._orders) > self._size:
-            _, old = self._orders.popitem(last=False)
+        self.bytes += weight
+        while len(self._orders) > self._size or self.bytes > self._max_bytes:
+            _, (old, old_weight) = self._orders.popitem(last=False)
             self._ids.pop(old.order_id, None)
+            self.bytes -= old_weight
+
+    def forget(self, id: int) -> None:
+        kept = self._orders.pop(id, None)
+        if kept is not None:
+            self._ids.pop(kept[0].order_id, None)
+            self.bytes -= kept[1]
 
     def get(self, id: int | None, order_id: int | None) -> Order | None:
         key = id if id is not None else self._ids.get(order_id or 0)
-        return None if key is None else self._orders.get(key)
+        kept = None if key is None else self._orders.get(key)
+        return None if kept is None else kept[0]
+
+
+def footprint(order: Order, limit: int) -> int:
+    """An estimate of the bytes `order` holds (`sys.getsizeof` of every object reached:
+    shared objects count each time), or a number above `limit` once it passes it."""
+    total = sys.getsizeof(order) + sys.getsizeof(vars(order))
+    stack: list[Any] = list(vars(order).values())
+    while stack:
+        value = stack.pop()
+        total += sys.getsizeof(value)
+        if total > limit:
+            return total
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, Item | HistoryEntry):
+            total += sys.getsizeof(vars(value))
+            stack.extend(vars(value).values())
+    return total
 
 
 class OrderService:

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from schemas.commands import PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
+from service.budget import ByteBudget
 from service.config import Settings
 from service.core import Core, open_core
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
@@ -153,6 +154,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _body_size(request: Request, limit: int) -> int:
+    """What a body will take: its declared length, else (chunked) as much as allowed."""
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), limit) if declared.isdigit() else limit
+
+
 class Gateway:
     """The routes' one dependency: settings, the handlers and, once started, the core."""
 
@@ -171,6 +178,8 @@ class Gateway:
         )
         self.handlers = OrderHandlers()
         self.core: Core | None = None
+        self.budget = ByteBudget(settings.max_in_flight_bytes)
+        """Bodies read and worked on at once, as the worker's (service/budget.py)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -224,10 +233,11 @@ class Gateway:
         headers = {CORRELATION_HEADER: correlation_id}
         with log_context(correlation_id=correlation_id):
             try:
-                body = await read_object(request, limit=limit) if with_body else {}
-                answer = await with_retries(
-                    lambda: work(body, delivery), self.settings.api_retry_seconds
-                )
+                async with self.budget.hold(_body_size(request, limit) if with_body else 0):
+                    body = await read_object(request, limit=limit) if with_body else {}
+                    answer = await with_retries(
+                        lambda: work(body, delivery), self.settings.api_retry_seconds
+                    )
             except OrderError as exc:
                 log.info("refused %s: %s %s", request.url.path, exc.code, exc.message)
                 status = exc.status if isinstance(exc, RefusedBody) else STATUS_OF_CODE[exc.code]

@@ -20,6 +20,7 @@ from faststream.rabbit.message import RabbitMessage
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
 from service.amqp_decoding import UndecodableProperties, republishable, undecodable
+from service.budget import ByteBudget
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
@@ -115,6 +116,7 @@ class Courier:
         self._reply_queues = ReplyQueues(settings.reply_queue_pattern)
         self._failpoints = Failpoints(settings.failpoints)
         self.ordering = OrderedRunner()
+        self.budget = ByteBudget(settings.max_in_flight_bytes)
         self._ordered_in_flight = 0
         self._ordered_idle = asyncio.Event()
         self._ordered_idle.set()
@@ -136,7 +138,8 @@ class Courier:
             routing_key=routing_key,
         ):
             if not ordered:
-                await self._serve(message, work, routing_key, allow_empty=allow_empty)
+                async with self.budget.hold(len(message.body)):
+                    await self._serve(message, work, routing_key, allow_empty=allow_empty)
                 return
             try:
                 await self.ordering.gate.admit(_channel_of(raw), raw.delivery_tag or 0)
@@ -146,7 +149,11 @@ class Courier:
             self._ordered_idle.clear()
             turn = self.ordering.turn()
             try:
-                await self._serve(message, work, routing_key, allow_empty=allow_empty, turn=turn)
+                # asked for in admission order: first come first served, so no deadlock
+                async with self.budget.hold(len(message.body)):
+                    await self._serve(
+                        message, work, routing_key, allow_empty=allow_empty, turn=turn
+                    )
             except Abandoned:
                 return  # its channel closed during an in-place retry: the requeued copy counts
             except Exception:

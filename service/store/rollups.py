@@ -12,16 +12,19 @@ rollups plus whatever is still pending, in one snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from bson.decimal128 import Decimal128
 from pymongo import DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -40,7 +43,11 @@ BUILT = "built-v2"
 """The marker of a completed build; a new name when the rollups change shape, so a worker
 of this version rebuilds rollups an earlier version made (v2 added `status_counts`)."""
 TOP_CUSTOMERS = 10
-BUILD_WAIT_SECONDS = 120
+LEASE_SECONDS = 30.0
+"""How long a rollup build's lease lasts unless renewed; its builder renews it every third."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WRITE_CHUNK = 1000
+"""Rollup documents a build writes (or removes) per fenced transaction."""
 PENDING: Document = {"rollups_pending._d": {"$exists": True}}
 """Orders with deltas not yet in the rollups (served by a partial index)."""
 
@@ -155,6 +162,13 @@ class RollupApplier:
         (sums,) = await cursor.to_list()
         if not sums["orders"]:
             return 0
+        # Only into built rollups. The write to the marker makes this transaction conflict
+        # with a build taking its lease, so none of its writes lands in a build's rollups.
+        built = await self._db[ROLLUP_STATE].update_one(
+            {"_id": BUILT, "done": True}, {"$inc": {"applied": 1}}, session=session
+        )
+        if not built.matched_count:
+            return 0
         if sums["buckets"]:
             await self._db[ORDER_COUNTS].bulk_write(
                 [
@@ -225,86 +239,297 @@ class RollupApplier:
             await asyncio.sleep(interval)
 
 
-async def ensure_rollups(db: AsyncDatabase[Document], currency: str) -> None:
+class LeaseLost(Exception):
+    """Another process took the rollup build over: this one's writes are refused."""
+
+
+BuildStep = Callable[[str], Awaitable[None]]
+"""Called between the steps of a build with the step's name (tests write meanwhile)."""
+
+
+async def ensure_rollups(
+    db: AsyncDatabase[Document],
+    currency: str,
+    *,
+    lease_seconds: float = LEASE_SECONDS,
+    between_steps: BuildStep | None = None,
+) -> None:
     """Build the rollups from the orders once, if they never were (orders loaded before this
-    version, or directly into the database). Runs at start-up, before consuming."""
+    version, or directly into the database). Runs at start-up, before consuming.
+
+    One process builds, under a lease on the marker that it renews while it works; the
+    others wait as long as the lease is renewed, and take the build over only once it
+    lapses (its builder died). Every write of a build is fenced by the lease's token, so a
+    builder that lost its lease cannot write any more. The rollups are what the orders
+    held at one snapshot minus the deltas still pending in that snapshot: whatever changes
+    meanwhile stays pending and is applied afterwards, so nothing is counted twice or lost.
+    Until the build is done, appliers apply nothing and stats are computed from the orders.
+    """
     state = db[ROLLUP_STATE]
-    try:  # one worker claims the build; the others wait for it (bounded)
-        await state.insert_one({"_id": BUILT, "done": False, "at": datetime.now(UTC)})
+    owner = uuid.uuid4().hex
+    waiting_logged = False
+    while True:
+        token = await _take_lease(state, owner, lease_seconds)
+        if token is None:
+            return  # built
+        if token == 0:  # another process holds a live lease: wait for it
+            if not waiting_logged:
+                log.info("another process builds the stats rollups; waiting for it")
+                waiting_logged = True
+            await asyncio.sleep(min(1.0, lease_seconds / 3))
+            continue
+        try:
+            await _leased(db, token, lease_seconds, _build(db, currency, token, between_steps))
+        except LeaseLost:
+            log.warning("another process took the rollup build over; waiting for it")
+            continue
+        return
+
+
+async def _take_lease(
+    state: AsyncCollection[Document], owner: str, lease_seconds: float
+) -> int | None:
+    """The build's new fencing token when this process now holds the lease; 0 when another
+    process holds a live one; None when the rollups are built. Times are the server's."""
+    until = {"$add": ["$$NOW", int(lease_seconds * 1000)]}
+    try:
+        await state.insert_one(
+            {
+                "_id": BUILT,
+                "done": False,
+                "token": 1,
+                "owner": owner,
+                "until": datetime.now(UTC) + timedelta(seconds=lease_seconds),
+            }
+        )
     except DuplicateKeyError:
-        for _ in range(BUILD_WAIT_SECONDS):
-            marker = await state.find_one({"_id": BUILT})
-            if marker is None or marker.get("done", True):
-                return
-            await asyncio.sleep(1.0)
-        log.warning("the rollup build of another worker did not finish; building them here")
+        pass
+    else:
+        return 1
+    marker = await state.find_one({"_id": BUILT})
+    if marker is None:
+        return 0  # removed meanwhile: try again
+    if marker.get("done", True):
+        return None
+    token = int(marker.get("token", 0)) + 1
+    lapsed = await state.update_one(
+        {
+            "_id": BUILT,
+            "done": False,
+            "token": marker.get("token"),
+            "$expr": {"$lt": [{"$ifNull": ["$until", EPOCH]}, "$$NOW"]},
+        },
+        [{"$set": {"token": token, "owner": owner, "until": until}}],
+    )
+    if lapsed.modified_count:
+        log.warning("the rollup build of another process lapsed; building them here")
+        return token
+    return 0
+
+
+async def _leased(
+    db: AsyncDatabase[Document], token: int, lease_seconds: float, build: Awaitable[None]
+) -> None:
+    """Run `build`, renewing the lease every third of its length; LeaseLost if it lapsed."""
+    work = asyncio.ensure_future(build)
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=lease_seconds / 3)
+            if done:
+                return work.result()
+            renewed = await db[ROLLUP_STATE].update_one(
+                {"_id": BUILT, "done": False, "token": token},
+                [{"$set": {"until": {"$add": ["$$NOW", int(lease_seconds * 1000)]}}}],
+            )
+            if not renewed.matched_count:
+                raise LeaseLost
+    finally:
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                await work
+
+
+async def _fenced(
+    db: AsyncDatabase[Document],
+    token: int,
+    write: Callable[[AsyncClientSession], Awaitable[None]],
+) -> None:
+    """`write` in a transaction that first bumps the marker under `token`: once another
+    process has taken the lease (a write to the marker), this can no longer commit."""
+
+    async def body(session: AsyncClientSession) -> None:
+        fence = await db[ROLLUP_STATE].update_one(
+            {"_id": BUILT, "done": False, "token": token},
+            {"$inc": {"writes": 1}},
+            session=session,
+        )
+        if not fence.matched_count:
+            raise LeaseLost
+        await write(session)
+
+    async with db.client.start_session() as session:
+        await session.with_transaction(body)
+
+
+async def _build(
+    db: AsyncDatabase[Document], currency: str, token: int, between_steps: BuildStep | None
+) -> None:
+    async def step(name: str) -> None:
+        if between_steps is not None:
+            await between_steps(name)
+
+    async def write(rollup: str, docs: list[Document]) -> None:
+        async def insert(session: AsyncClientSession) -> None:
+            await db[rollup].insert_many(docs, session=session)
+
+        if docs:
+            await _fenced(db, token, insert)
+
     log.info("building the stats rollups from the orders")
+    await step("leased")
     for rollup in (ORDER_COUNTS, CUSTOMER_COUNTS, STATUS_COUNTS):
-        await db[rollup].delete_many({})
-    orders = db[ORDERS]
-    await orders.update_many(PENDING, {"$set": {"rollups_pending": []}})
-    await (
-        await orders.aggregate(
-            [
-                {
-                    "$group": {
-                        "_id": {
-                            "day": {
-                                "$dateToString": {
-                                    "format": "%Y-%m-%d",
-                                    "date": "$created_at",
-                                    "timezone": "UTC",
-                                }
-                            },
-                            "status": "$status",
-                            "currency": "$currency",
+        while ids := [
+            doc["_id"] for doc in await db[rollup].find({}, {"_id": 1}).limit(WRITE_CHUNK).to_list()
+        ]:
+
+            async def delete(
+                session: AsyncClientSession, rollup: str = rollup, ids: list[Any] = ids
+            ) -> None:
+                await db[rollup].delete_many({"_id": {"$in": ids}}, session=session)
+
+            await _fenced(db, token, delete)
+    await step("emptied")
+    async with db.client.start_session(snapshot=True) as snapshot:
+        # what the orders hold at one snapshot, minus the deltas pending in it (they are in
+        # the orders already, and the applier adds them afterwards)
+        pending = await (
+            await db[ORDERS].aggregate(
+                [
+                    {"$match": PENDING},
+                    {"$unwind": "$rollups_pending"},
+                    {"$replaceWith": "$rollups_pending"},
+                ],
+                session=snapshot,
+            )
+        ).to_list()
+        await step("snapshot")
+        buckets = await _bucket_counts(db, snapshot, pending)
+        statuses: dict[str, int] = defaultdict(int)
+        for bucket in buckets:
+            statuses[bucket["_id"]["status"]] += bucket["n"]
+        await write(ORDER_COUNTS, buckets)
+        await write(STATUS_COUNTS, [{"_id": s, "n": n} for s, n in statuses.items() if n])
+        await step("counted orders")
+        chunk: list[Document] = []
+        async for customer in _customer_counts(db, snapshot, pending, currency):
+            chunk.append(customer)
+            if len(chunk) >= WRITE_CHUNK:
+                await write(CUSTOMER_COUNTS, chunk)
+                chunk = []
+        await write(CUSTOMER_COUNTS, chunk)
+    await step("counted customers")
+
+    async def finish(session: AsyncClientSession) -> None:
+        await db[ROLLUP_STATE].update_one(
+            {"_id": BUILT}, {"$set": {"done": True}, "$unset": {"until": ""}}, session=session
+        )
+
+    await _fenced(db, token, finish)
+
+
+async def _bucket_counts(
+    db: AsyncDatabase[Document], snapshot: AsyncClientSession, pending: list[Document]
+) -> list[Document]:
+    """`order_counts` as of the snapshot: orders and total per UTC day, status and currency."""
+    counts: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+    cursor = await db[ORDERS].aggregate(
+        [
+            {
+                "$group": {
+                    "_id": {
+                        "day": {
+                            "$dateToString": {
+                                "format": "%Y-%m-%d",
+                                "date": "$created_at",
+                                "timezone": "UTC",
+                            }
                         },
-                        "n": {"$sum": 1},
-                        "t": {"$sum": "$total"},
-                    }
-                },
-                {"$merge": {"into": ORDER_COUNTS}},
-            ]
-        )
-    ).to_list()
+                        "status": "$status",
+                        "currency": "$currency",
+                    },
+                    "n": {"$sum": 1},
+                    "t": {"$sum": "$total"},
+                }
+            }
+        ],
+        session=snapshot,
+    )
+    async for row in cursor:
+        key = row["_id"]
+        counts[key["day"], key["status"], key["currency"]] = [row["n"], row["t"]]
+    for delta in pending:
+        if "day" in delta:
+            bucket = counts[delta["day"], delta["status"], delta["currency"]]
+            bucket[0] -= delta["n"]
+            bucket[1] -= delta["t"]
+    return [
+        {"_id": {"day": day, "status": status, "currency": cur}, "n": n, "t": t}
+        for (day, status, cur), (n, t) in counts.items()
+        if n or t
+    ]
+
+
+async def _customer_counts(
+    db: AsyncDatabase[Document],
+    snapshot: AsyncClientSession,
+    pending: list[Document],
+    currency: str,
+) -> AsyncIterator[Document]:
+    """`customer_counts` as of the snapshot, streamed: orders and kept revenue per currency."""
+    deltas: dict[str, list[Document]] = defaultdict(list)
+    for delta in pending:
+        if "customer_id" in delta:
+            deltas[delta["customer_id"]].append(delta)
     kept = {"$not": [{"$in": ["$status", sorted(str(s) for s in NO_REVENUE)]}]}
-    await (
-        await orders.aggregate(
-            [
-                {
-                    "$group": {
-                        "_id": {"customer": "$customer_id", "currency": "$currency"},
-                        "n": {"$sum": 1},
-                        "kept": {"$sum": {"$cond": [kept, "$total", Decimal("0")]}},
-                    }
-                },
-                {
-                    "$group": {
-                        "_id": "$_id.customer",
-                        "n": {"$sum": "$n"},
-                        "kept": {"$push": {"k": "$_id.currency", "v": "$kept"}},
-                    }
-                },
-                {
-                    "$set": {
-                        "kept": {
-                            "$mergeObjects": [{currency: Decimal("0")}, {"$arrayToObject": "$kept"}]
-                        }
-                    }
-                },
-                {"$merge": {"into": CUSTOMER_COUNTS}},
-            ]
-        )
-    ).to_list()
-    await (
-        await db[ORDER_COUNTS].aggregate(
-            [
-                {"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}},
-                {"$merge": {"into": STATUS_COUNTS}},
-            ]
-        )
-    ).to_list()
-    await state.update_one({"_id": BUILT}, {"$set": {"done": True}}, upsert=True)
+    cursor = await db[ORDERS].aggregate(
+        [
+            {
+                "$group": {
+                    "_id": {"customer": "$customer_id", "currency": "$currency"},
+                    "n": {"$sum": 1},
+                    "kept": {"$sum": {"$cond": [kept, "$total", Decimal("0")]}},
+                }
+            },
+            {
+                "$group": {
+                    "_id": "$_id.customer",
+                    "n": {"$sum": "$n"},
+                    "kept": {"$push": {"k": "$_id.currency", "v": "$kept"}},
+                }
+            },
+        ],
+        session=snapshot,
+    )
+
+    def counted(customer: str, n: int, by_currency: dict[str, Decimal]) -> Document | None:
+        for delta in deltas.pop(customer, ()):
+            n -= delta["n"]
+            by_currency[delta["currency"]] = (
+                by_currency.get(delta["currency"], ZERO) - delta["kept"]
+            )
+        if not n and not any(by_currency.values()):
+            return None
+        return {"_id": customer, "n": n, "kept": {currency: ZERO} | by_currency}
+
+    async for row in cursor:
+        doc = counted(row["_id"], row["n"], {k["k"]: k["v"] for k in row["kept"]})
+        if doc is not None:
+            yield doc
+    for customer in list(deltas):  # deltas of customers without orders (none, normally)
+        doc = counted(customer, 0, {})
+        if doc is not None:
+            yield doc
 
 
 async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> None:
@@ -352,11 +577,19 @@ def _bucket_sums(currency: str) -> list[Document]:
     ]
 
 
+async def _built(db: AsyncDatabase[Document], session: AsyncClientSession) -> bool:
+    marker = await db[ROLLUP_STATE].find_one({"_id": BUILT}, {"done": 1}, session=session)
+    return bool(marker is not None and marker.get("done"))
+
+
 async def global_stats(
     client: AsyncMongoClient[Document], db: AsyncDatabase[Document], currency: str
-) -> dict[str, Any]:
-    """The stats over every order, from the rollups plus pending deltas, in one snapshot."""
+) -> dict[str, Any] | None:
+    """The stats over every order, from the rollups plus pending deltas, in one snapshot;
+    None while the rollups are not built (being built: count the orders instead)."""
     async with client.start_session(snapshot=True) as session:
+        if not await _built(db, session):
+            return None
         (sums,) = await (
             await db[ORDER_COUNTS].aggregate(_bucket_sums(currency), session=session)
         ).to_list()
@@ -400,11 +633,14 @@ async def global_stats(
 
 async def status_counts(
     client: AsyncMongoClient[Document], db: AsyncDatabase[Document]
-) -> dict[str, int]:
+) -> dict[str, int] | None:
     """How many orders have each status, from the rollups plus pending deltas, in one
-    snapshot (a count by status need not read an index entry per order)."""
+    snapshot (a count by status need not read an index entry per order); None while the
+    rollups are not built."""
     by_status = [{"$group": {"_id": "$status", "n": {"$sum": "$n"}}}]
     async with client.start_session(snapshot=True) as session:
+        if not await _built(db, session):
+            return None
         counted = await db[STATUS_COUNTS].find({}, session=session).to_list()
         pending = await (
             await db[ORDERS].aggregate(

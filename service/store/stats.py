@@ -157,9 +157,12 @@ class OrderStats:
         self._client = client
 
     async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
-        """Over every order: from the rollups (when a client is given); else one pipeline."""
+        """Over every order: from the rollups (when a client is given and they are built);
+        else one pipeline."""
         if self._client is not None and not filters.model_dump(exclude_defaults=True):
-            return await global_stats(self._client, self._db, currency)
+            stats = await global_stats(self._client, self._db, currency)
+            if stats is not None:
+                return stats
         return await self.aggregate(filters, currency)
 
     async def aggregate(self, filters: OrderFilters, currency: str) -> dict[str, Any]:

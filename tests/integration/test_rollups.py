@@ -4,16 +4,21 @@ runs, and when built from orders loaded directly."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.commands import UpdateStatus
 from schemas.queries import ListOrders, OrderStatsQuery
+from service.domain.errors import InvalidTransition
 from service.domain.statuses import TRANSITIONS, OrderStatus
 from service.placing import Delivery
 from service.store.client import ORDERS, Document
@@ -21,16 +26,20 @@ from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
 from service.store.rollups import (
+    BUILT,
     ORDER_COUNTS,
     ROLLUP_STATE,
     STATUS_COUNTS,
+    LeaseLost,
     RollupApplier,
+    _fenced,
     ensure_rollup_indexes,
     ensure_rollups,
     global_stats,
 )
 from service.store.stats import OrderStats
 from service.usecases import OrderService
+from tests.e2e.waiting import eventually
 from tests.integration.builders import CURSORS, place_order
 
 CUSTOMERS = [f"cust-{n}" for n in range(7)]
@@ -83,6 +92,7 @@ async def _both(
     db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> tuple[dict[str, object], dict[str, object]]:
     from_rollups = await global_stats(client, db, "EUR")
+    assert from_rollups is not None  # built
     from_orders = await OrderStats(db).aggregate(OrderStatsQuery(), "EUR")
     for filters in STATUS_LISTS:  # list totals by status agree too
         query = ListOrders.model_validate(filters)
@@ -146,6 +156,193 @@ async def test_rollups_an_earlier_version_built_are_rebuilt(
     await db[STATUS_COUNTS].drop()
 
     await ensure_rollups(db, "EUR")
+    # the build counts what is applied; the deltas still pending follow
+    while await RollupApplier(client, db, currency="EUR").apply_once():
+        pass
     assert await db[STATUS_COUNTS].count_documents({}) > 0
     rollups, pipeline = await _both(db, client)  # list totals by status are checked too
     assert rollups == pipeline
+
+
+class Writers:
+    """Places and changes orders through the use cases, as other processes would meanwhile."""
+
+    def __init__(
+        self, db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    ) -> None:
+        self._rng = random.Random(11)
+        times = _clock(11)
+        self._store = OrderStore(db)
+        self._orders = OrderService(
+            self._store, OrderQueries(db, client, cursors=CURSORS), OrderStats(db, client), relay,
+            default_currency="EUR", clock=lambda: next(times),
+        )  # fmt: skip
+        self.ids: list[int] = []
+
+    async def burst(self, places: int = 4, changes: int = 6) -> None:
+        rng = self._rng
+        for _ in range(places):
+            total = Decimal(rng.randrange(100, 50_000)) / 100
+            command = place_order(
+                rng.choice(CUSTOMERS),
+                items=[{"product_id": 1, "product_name": "Thing", "quantity": 1, "price": total}],
+                currency=rng.choice(["EUR", "EUR", "USD"]),
+            )
+            self.ids.append((await self._orders.place(command, Delivery())).order.id)
+        for id in rng.sample(self.ids, min(changes, len(self.ids))):
+            current = await self._store.by_id(id)
+            assert current is not None
+            if TRANSITIONS[current.status]:
+                status = rng.choice(TRANSITIONS[current.status])
+                action = UpdateStatus(action="update_status", id=id, status=status)
+                with contextlib.suppress(InvalidTransition):  # another writer moved it first
+                    await self._orders.act(action, Delivery())
+
+
+async def _direct_count(db: AsyncDatabase[Document]) -> dict[str, object]:
+    """Totals, orders per status and EUR revenue, counted here from the orders themselves."""
+    by_status = {str(s): 0 for s in OrderStatus}
+    revenue = Decimal(0)
+    async for doc in db[ORDERS].find({}, {"status": 1, "total": 1, "currency": 1}):
+        by_status[doc["status"]] += 1
+        if doc["currency"] == "EUR" and doc["status"] not in ("cancelled", "refunded"):
+            revenue += Decimal(str(doc["total"]))
+    return {
+        "total_orders": sum(by_status.values()),
+        "status_breakdown": by_status,
+        "total_revenue": revenue.quantize(Decimal("0.01")),
+    }
+
+
+async def test_a_rebuild_is_exact_while_other_processes_write(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    writers = Writers(db, relay, client)
+    for _ in range(5):
+        await writers.burst()
+    applier = RollupApplier(client, db, currency="EUR", batch=7)
+    while await applier.apply_once():
+        pass
+    for _ in range(2):  # some deltas still pending when the rebuild starts
+        await writers.burst()
+    await db[ROLLUP_STATE].delete_many({})  # as a new version of the rollups would find them
+
+    steps: list[str] = []
+
+    async def between_steps(step: str) -> None:  # other processes write between every step
+        steps.append(step)
+        await writers.burst()
+        await applier.apply_once()
+
+    stop = asyncio.Event()
+
+    async def background() -> None:  # and all along: writers and another worker's applier
+        while not stop.is_set():
+            await writers.burst(places=1, changes=2)
+            await applier.apply_once()
+
+    task = asyncio.create_task(background())
+    try:
+        await ensure_rollups(db, "EUR", between_steps=between_steps)
+    finally:
+        stop.set()
+        await task
+    assert len(steps) >= 3
+    while await applier.apply_once():
+        pass
+
+    stats = await OrderStats(db, client).compute(OrderStatsQuery(), "EUR")
+    direct = await _direct_count(db)
+    assert {key: stats[key] for key in direct} == direct
+    assert direct["total_orders"] == len(writers.ids)
+    rollups, pipeline = await _both(db, client)
+    assert rollups == pipeline
+
+
+async def test_one_build_at_a_time_while_its_lease_is_renewed(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    writers = Writers(db, relay, client)
+    for _ in range(3):
+        await writers.burst()
+    builds: list[str] = []
+    release = asyncio.Event()
+
+    async def first_steps(step: str) -> None:
+        if step == "leased":
+            builds.append("first")
+        if step == "snapshot":
+            await release.wait()  # a slow build: several lease lengths
+
+    async def second_steps(step: str) -> None:
+        if step == "leased":
+            builds.append("second")
+
+    first = asyncio.create_task(
+        ensure_rollups(db, "EUR", lease_seconds=3.0, between_steps=first_steps)
+    )
+
+    async def leased() -> bool:
+        return builds == ["first"]
+
+    await eventually(leased, timeout=30, what="the first build")
+    second = asyncio.create_task(
+        ensure_rollups(db, "EUR", lease_seconds=3.0, between_steps=second_steps)
+    )
+    await asyncio.sleep(8.0)  # over two lease lengths: the renewed lease holds
+    assert builds == ["first"]
+    assert not second.done()  # it waits for the build, whose stats are not served yet
+    assert await global_stats(client, db, "EUR") is None
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 60)
+    assert builds == ["first"]
+    rollups, pipeline = await _both(db, client)
+    assert rollups == pipeline
+
+
+async def test_a_build_whose_builder_died_is_taken_over_and_fenced(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    writers = Writers(db, relay, client)
+    for _ in range(3):
+        await writers.burst()
+    stuck = asyncio.Event()
+
+    async def dies_midway(step: str) -> None:
+        if step == "snapshot":
+            stuck.set()
+            await asyncio.Event().wait()  # never goes on
+
+    dead = asyncio.create_task(
+        ensure_rollups(db, "EUR", lease_seconds=1.0, between_steps=dies_midway)
+    )
+    await asyncio.wait_for(stuck.wait(), 30)
+    dead.cancel()  # it stops renewing; its lease lapses
+    with contextlib.suppress(asyncio.CancelledError):
+        await dead
+    await writers.burst()
+
+    async def on_step(_: str) -> None:
+        await writers.burst(places=1, changes=2)
+
+    await asyncio.wait_for(ensure_rollups(db, "EUR", lease_seconds=1.0, between_steps=on_step), 60)
+    marker = await db[ROLLUP_STATE].find_one({"_id": BUILT})
+    assert marker is not None
+    assert marker["done"] is True
+    assert marker["token"] == 2
+
+    async def write(_: AsyncClientSession) -> None:  # what the first builder would write
+        await db[ORDER_COUNTS].insert_one({"_id": "stale"})
+
+    with pytest.raises(LeaseLost):
+        await _fenced(db, 1, write)
+    assert await db[ORDER_COUNTS].count_documents({"_id": "stale"}) == 0
+    while await RollupApplier(client, db, currency="EUR").apply_once():
+        pass
+    stats = await OrderStats(db, client).compute(OrderStatsQuery(), "EUR")
+    direct = await _direct_count(db)
+    assert {key: stats[key] for key in direct} == direct
