@@ -101,7 +101,7 @@ bench: install rabbitmq
 bench-memory: install rabbitmq
 	$(UV) run python -m bench.memory
 
-# The message catalogue (README "Message catalogue page"): docs/asyncapi.json and the HTTP
+# The message catalogue (docs/messages.md "Message catalogue page"): docs/asyncapi.json and the HTTP
 # API's docs/openapi.json are generated from the code (tests/unit/test_asyncapi.py and
 # test_openapi_document.py fail when they are stale); `make docs` serves the catalogue as an
 # offline HTML page on 127.0.0.1:$(DOCS_PORT).

@@ -29,7 +29,7 @@ PUBLISH_CHUNK = 1000
 EXAMPLE_ORDER: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parent.parent / "docs" / "example-order.json").read_text()
 )
-"""The documented example order (README, ORIGINAL_API.txt), placed N times."""
+"""The documented example order (docs/http-api.md, ORIGINAL_API.txt), placed N times."""
 
 
 def encode(body: Any) -> bytes:

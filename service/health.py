@@ -2,7 +2,7 @@
 
 A small aiohttp server runs inside the worker's lifespan, beside FastStream's own runner, so
 `faststream run --factory service.app:create_app` keeps handling signals and graceful
-shutdown exactly as before (the README's "Health and metrics" says why not uvicorn).
+shutdown exactly as before (docs/operations.md, "Health and metrics", says why not uvicorn).
 
     GET /health/live   200 while the process's event loop answers
     GET /health/ready  200 when every subscriber's consumer is attached and MongoDB answers a

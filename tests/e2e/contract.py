@@ -56,7 +56,7 @@ STATUS_CHANGED_FIELDS = {
 EXAMPLE_ORDER: JSONObject = json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "example-order.json").read_text()
 )
-"""The documented example order (README, ORIGINAL_API.txt), shared with the bench."""
+"""The documented example order (docs/http-api.md, ORIGINAL_API.txt), shared with the bench."""
 
 _DIGITS_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
