@@ -18,6 +18,7 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-default-groups --no-install-project
 
 COPY README.md ./
+COPY orders_vocabulary ./orders_vocabulary
 COPY schemas ./schemas
 COPY service ./service
 COPY orders_client ./orders_client
