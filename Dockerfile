@@ -15,6 +15,8 @@ WORKDIR /app
 
 # Dependencies first, so code edits do not reinstall them.
 COPY pyproject.toml uv.lock ./
+# The workspace's client member (read by uv, never installed here).
+COPY clients ./clients
 RUN uv sync --frozen --no-default-groups --no-install-project
 
 COPY README.md ./
