@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,26 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert done.returncode == 0, done.stderr
     yield venv
     shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_the_sdist_builds_a_wheel_of_the_client_packages(tmp_path: Path) -> None:
+    """`uv build` makes the sdist first and the wheel from it, away from the repository."""
+    build = [_uv(), "build", "--package", "orders-client", "--out-dir", str(tmp_path)]
+    done = _run([*build, "--offline"], REPO_ROOT)
+    if done.returncode != 0:  # the build backend not in the cache yet: fetch it
+        done = _run(build, REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("orders_client-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert {name.split("/")[0] for name in names} == {
+        *CLIENT_PACKAGES,
+        wheel.name.split("-py3")[0] + ".dist-info",
+    }
+    for package in CLIENT_PACKAGES:
+        assert f"{package}/py.typed" in names
+        assert f"{package}/__init__.py" in names
+    assert "orders_client/__main__.py" in names
 
 
 def _python(venv: Path) -> str:
