@@ -15,9 +15,12 @@ WORKDIR /app
 
 # Dependencies first, so code edits do not reinstall them.
 COPY pyproject.toml uv.lock ./
+# The workspace's client member (read by uv, never installed here).
+COPY clients ./clients
 RUN uv sync --frozen --no-default-groups --no-install-project
 
 COPY README.md ./
+COPY orders_vocabulary ./orders_vocabulary
 COPY schemas ./schemas
 COPY service ./service
 COPY orders_client ./orders_client

@@ -21,9 +21,11 @@ install:
 		|| python3 -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen
 
+# ruff, and the import contracts ([tool.importlinter] in pyproject.toml).
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
 
 fmt: install
 	$(UV) run ruff check --fix .
@@ -118,5 +120,5 @@ docs: install
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
-	rm -rf .data .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench
+	rm -rf .data .mypy_cache .ruff_cache .import_linter_cache .pytest_cache .hypothesis .bench
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -20,8 +20,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orders_vocabulary.statuses import OrderStatus
 from service.domain.order import HistoryEntry, Item, Order
-from service.domain.statuses import OrderStatus
 from service.store.client import COUNTERS, ORDERS, Document, ensure_indexes
 from service.store.documents import order_document
 

@@ -1,5 +1,6 @@
 """Wire contracts of the orders service: commands, queries, replies and events (pydantic)."""
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import (
     ACTION_NAMES,
     Billing,
@@ -31,7 +32,6 @@ from schemas.replies import (
     StatsView,
     StatusesReply,
 )
-from service.domain.statuses import OrderStatus
 
 __all__ = [
     "ACTION_NAMES",

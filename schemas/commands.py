@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.types import (
     Currency,
     DatabaseId,
@@ -26,7 +27,6 @@ from schemas.types import (
     ShortText,
     Status,
 )
-from service.domain.statuses import OrderStatus
 
 ITEM_EXAMPLE = {
     "product_id": 1,

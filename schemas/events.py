@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.orders import AT, ORDER_EXAMPLE, TIMESTAMP, OrderView
-from service.domain.statuses import OrderStatus
 
 _VERSION = "The order's version after the change."
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import BILLING_EXAMPLE, ITEM_EXAMPLE, Billing
-from service.domain.statuses import OrderStatus
 
 TIMESTAMP = "UTC, microseconds, `Z`: 2025-11-06T15:00:00.000000Z"
 AT = "2025-11-06T15:00:00.000000Z"

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.orders import ORDER_EXAMPLE, OrderView
-from service.domain.statuses import OrderStatus
 
 _ORDERS = "Orders counted."
 _REVENUE = "Revenue in the default currency, two decimals."

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
-from service.domain.money import CURRENCY_SYMBOLS, MoneyError, to_money
-from service.domain.statuses import OrderStatus
+from orders_vocabulary.money import CURRENCY_SYMBOLS, MoneyError, to_money
+from orders_vocabulary.statuses import OrderStatus
 
 _DECIMAL_TEXT = re.compile(r"^[+-]?\d{1,20}(\.\d{1,20})?$")
 _INT64 = 2**63

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.domain.money import CURRENCY_SYMBOLS
+from orders_vocabulary.money import CURRENCY_SYMBOLS
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")

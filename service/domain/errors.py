@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from service.domain.statuses import OrderStatus
+from orders_vocabulary.statuses import OrderStatus
 
 
 class OrderError(Exception):

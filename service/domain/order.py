@@ -8,6 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from orders_vocabulary.money import CURRENCY_SYMBOLS, ZERO
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import (
     CancelOrder,
     CompleteOrder,
@@ -19,8 +21,7 @@ from schemas.commands import (
 from service.domain import events
 from service.domain.errors import InvalidTransition, VersionConflict
 from service.domain.idempotency import RequestKey, RequestStamp, find, is_repeat
-from service.domain.money import CURRENCY_SYMBOLS, ZERO
-from service.domain.statuses import TRANSITIONS, OrderStatus, can_move
+from service.domain.statuses import TRANSITIONS, can_move
 
 REMEMBERED_REQUESTS = 200
 """How many applied request ids an order keeps for de-duplicating redeliveries."""

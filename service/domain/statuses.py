@@ -1,24 +1,11 @@
-"""The eight order statuses and the transition table, as data."""
+"""The transition table and the status groups the domain and the store rely on, as data."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from types import MappingProxyType
 
-
-class OrderStatus(StrEnum):
-    """Order statuses, in the order `orders.statuses` returns them."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    CONFIRMED = "confirmed"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-    ON_HOLD = "on_hold"
-
+from orders_vocabulary.statuses import OrderStatus
 
 S = OrderStatus
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from service.domain.money import format_money
+from orders_vocabulary.money import format_money
 
 if TYPE_CHECKING:
     from service.domain.order import HistoryEntry, Item, Order

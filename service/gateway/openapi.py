@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import OrderAction, PlaceOrder
 from schemas.orders import ORDER_EXAMPLE
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
@@ -26,7 +27,6 @@ from schemas.replies import (
     StatsReply,
     StatusesReply,
 )
-from service.domain.statuses import OrderStatus
 
 DESCRIPTION = (
     "The orders service over HTTP: the same use cases, store, envelopes and events as its "

@@ -9,9 +9,9 @@ from faststream.rabbit import Channel, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import PlaceOrder
 from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderStatsQuery
-from service.domain.statuses import OrderStatus
 from service.domain.views import order_view
 from service.handlers.catalogue import (
     GetOrderBody,

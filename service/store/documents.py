@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from orders_vocabulary.statuses import OrderStatus
 from service.domain.events import Event
 from service.domain.idempotency import LEGACY_MESSAGE_PREFIX, RequestKey, RequestStamp
 from service.domain.order import HistoryEntry, Item, Order
-from service.domain.statuses import OrderStatus
 from service.store.client import Document
 from service.wire import encode
 

@@ -11,9 +11,10 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.queries import ListOrders, OrderFilters
 from service.domain.order import Order
-from service.domain.statuses import CLOSED, OrderStatus
+from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document

@@ -28,9 +28,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from service.domain.money import ZERO, round_money
+from orders_vocabulary.money import ZERO, round_money
+from orders_vocabulary.statuses import OrderStatus
 from service.domain.order import Change, Order
-from service.domain.statuses import CLOSED, NO_REVENUE, OrderStatus
+from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, Document
 
 log = logging.getLogger(__name__)

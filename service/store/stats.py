@@ -9,9 +9,10 @@ from bson.decimal128 import Decimal128
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orders_vocabulary.money import ZERO, round_money
+from orders_vocabulary.statuses import OrderStatus
 from schemas.queries import OrderFilters
-from service.domain.money import ZERO, round_money
-from service.domain.statuses import CLOSED, NO_REVENUE, OrderStatus
+from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
 from service.store.rollups import global_stats

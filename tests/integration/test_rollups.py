@@ -16,10 +16,11 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import UpdateStatus
 from schemas.queries import ListOrders, OrderStatsQuery
 from service.domain.errors import InvalidTransition
-from service.domain.statuses import TRANSITIONS, OrderStatus
+from service.domain.statuses import TRANSITIONS
 from service.placing import Delivery
 from service.store.client import ORDERS, Document
 from service.store.orders import OrderStore

@@ -10,10 +10,10 @@ from itertools import chain, repeat
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import CancelOrder, CompleteOrder, OrderActionAdapter, UpdateStatus
 from schemas.queries import GetOrder
 from service.domain.errors import InvalidTransition, OrderNotFound, VersionConflict
-from service.domain.statuses import OrderStatus
 from service.placing import Delivery
 from service.store.client import Document
 from service.store.orders import OrderStore

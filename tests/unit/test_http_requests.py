@@ -15,12 +15,12 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.types import Message
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import OrderAction, PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
 from schemas.replies import ErrorReply, ListReply, OrderReply, StatsReply, StatusesReply
 from service.config import Settings
 from service.domain.errors import BadRequest, ValidationFailed
-from service.domain.statuses import OrderStatus
 from service.gateway import openapi
 from service.gateway.app import create_app
 from service.gateway.requests import (

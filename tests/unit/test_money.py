@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.money import (
+from orders_vocabulary.money import (
     CURRENCY_SYMBOLS,
     MAX_AMOUNT,
     MoneyError,

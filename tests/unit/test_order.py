@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from orders_vocabulary.statuses import OrderStatus
 from service.domain.errors import IdempotencyConflict, InvalidTransition, VersionConflict
 from service.domain.idempotency import RequestKey, RequestStamp, action_stamp
 from service.domain.order import REMEMBERED_REQUESTS, HistoryEntry, Order, decide, place
-from service.domain.statuses import OrderStatus
 from service.domain.views import order_view, timestamp
 from tests.unit.builders import (
     LATER,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from orders_vocabulary.statuses import OrderStatus
 from service.domain.errors import InvalidTransition
 from service.domain.order import Change, HistoryEntry, decide
-from service.domain.statuses import TRANSITIONS, OrderStatus
+from service.domain.statuses import TRANSITIONS
 from tests.unit.builders import (
     LATER,
     ORDER_DB_ID,

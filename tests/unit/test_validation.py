@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import CancelOrder, CompleteOrder, PlaceOrder, UpdateMetadata, UpdateStatus
 from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
 from service.domain.errors import OrderError, UnknownAction, ValidationFailed
-from service.domain.statuses import OrderStatus
 from service.handlers.parsing import parse, parse_action
 from service.wire import decode_object
 from tests.unit.builders import item_body, place_body
