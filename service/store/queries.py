@@ -12,7 +12,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderFilters
-from service.domain.order import Order
+from service.domain.model import Order
 from service.domain.statuses import CLOSED, OrderStatus
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec

@@ -28,8 +28,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from service.domain.model import Order
 from service.domain.money import ZERO, round_money
-from service.domain.order import Change, Order
+from service.domain.order import Change
 from service.domain.statuses import CLOSED, NO_REVENUE, OrderStatus
 from service.store.client import ORDERS, Document
 
