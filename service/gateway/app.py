@@ -41,9 +41,9 @@ from service.application.handlers import OrderHandlers, placed_reply
 from service.application.parsing import parse
 from service.application.retries import TransientExhausted, with_retries
 from service.application.usecases import OrderService
+from service.bootstrap import Core, open_core
 from service.budget import ByteBudget
 from service.config import Settings
-from service.core import Core, open_core
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
 from service.gateway import openapi
 from service.gateway.auth import API_KEY_HEADER, ApiKeys, authenticate

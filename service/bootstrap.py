@@ -1,5 +1,5 @@
-"""What every entry point runs on: MongoDB, its indexes and rollups, the outbox relay, the
-rollup applier and the use cases, opened once per process.
+"""The composition root: what every entry point runs on, opened once per process:
+MongoDB, its indexes and rollups, the outbox relay, the rollup applier and the use cases.
 
 The AMQP worker (service/app.py) and the HTTP gateway (service/gateway) each open one core
 with their own event publisher: the same store, the same outbox, the same events.
