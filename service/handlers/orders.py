@@ -9,7 +9,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
 from service.application.handlers import OrderHandlers
-from service.handlers.catalogue import (
+from service.handlers.asyncapi_docs import (
     GetOrderBody,
     ListOrdersBody,
     ListStatusesBody,
@@ -26,7 +26,7 @@ async def keep_bytes(message: RabbitMessage) -> bytes:
     """Decoder: the body stays raw bytes; `Courier` parses it and owns every error.
 
     The subscribers' `body` is these bytes; its annotation (`PlaceOrderBody`, ...) only
-    names the model the AsyncAPI document shows (service/handlers/catalogue.py)."""
+    names the model the AsyncAPI document shows (service/handlers/asyncapi_docs.py)."""
     return message.body
 
 
