@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from service.app import Worker, catalogue
 from service.config import Settings
 from service.gateway.app import create_app
-from service.handlers.catalogue import EVENTS, REPLY_TO
+from service.handlers.asyncapi_docs import EVENTS, REPLY_TO
 from service.metrics import ServiceMetrics
 from service.topology import ROUTING_KEYS
 

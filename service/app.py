@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from service import amqp_decoding
+from service.application.handlers import OrderHandlers
+from service.bootstrap import cancel, open_core
 from service.config import Settings
-from service.core import cancel, open_core
 from service.handlers.delivery import Courier
-from service.handlers.orders import OrderHandlers, order_router
+from service.handlers.orders import order_router
 from service.handlers.watchdog import ConsumerWatchdog
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging

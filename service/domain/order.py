@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from orders_vocabulary.money import CURRENCY_SYMBOLS, ZERO
+from orders_vocabulary.money import ZERO
 from orders_vocabulary.statuses import OrderStatus
-from schemas.commands import (
+from service.domain import events
+from service.domain.commands import (
     CancelOrder,
     CompleteOrder,
     OrderAction,
@@ -18,66 +18,25 @@ from schemas.commands import (
     UpdateMetadata,
     UpdateStatus,
 )
-from service.domain import events
 from service.domain.errors import InvalidTransition, VersionConflict
-from service.domain.idempotency import RequestKey, RequestStamp, find, is_repeat
+from service.domain.idempotency import RequestStamp, is_repeat
+from service.domain.model import HistoryEntry, Item, Order
 from service.domain.statuses import TRANSITIONS, can_move
+
+__all__ = [
+    "REMEMBERED_REQUESTS",
+    "Change",
+    "HistoryEntry",
+    "Item",
+    "Order",
+    "decide",
+    "merge_patch",
+    "place",
+    "target_status",
+]
 
 REMEMBERED_REQUESTS = 200
 """How many applied request ids an order keeps for de-duplicating redeliveries."""
-
-
-@dataclass(frozen=True)
-class Item:
-    product_id: int | str
-    product_name: str
-    quantity: int
-    price: Decimal
-    metadata: dict[str, Any] | None = None
-
-    @property
-    def amount(self) -> Decimal:
-        return self.price * self.quantity
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    source: OrderStatus | None
-    target: OrderStatus
-    at: datetime
-    action: str
-    notes: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Order:
-    id: int
-    order_id: int
-    customer_id: str
-    user_id: str | None
-    items: tuple[Item, ...]
-    billing: Mapping[str, str | None]
-    subtotal: Decimal
-    total_tax: Decimal
-    total: Decimal
-    currency: str
-    status: OrderStatus
-    notes: str | None
-    metadata: dict[str, Any]
-    version: int
-    status_history: tuple[HistoryEntry, ...]
-    created_at: datetime
-    updated_at: datetime
-    applied_requests: tuple[RequestStamp, ...] = field(default=(), repr=False)
-
-    @property
-    def currency_symbol(self) -> str:
-        return CURRENCY_SYMBOLS.get(self.currency, self.currency)
-
-    def applied(self, key: RequestKey) -> RequestStamp | None:
-        """The applied request of this key, if the order remembers one."""
-        return find(self.applied_requests, key)
 
 
 @dataclass(frozen=True)
@@ -95,9 +54,7 @@ def place(
     command: PlaceOrder, *, id: int, order_id: int, now: datetime, default_currency: str
 ) -> tuple[Order, events.Event]:
     """A new order at version 1 with its first history entry, and its `order.placed` event."""
-    items = tuple(
-        Item(i.product_id, i.product_name, i.quantity, i.price, i.metadata) for i in command.items
-    )
+    items = command.items
     subtotal = sum((i.amount for i in items), ZERO)
     total_tax = command.total_tax if command.total_tax is not None else ZERO
     order = Order(
@@ -106,7 +63,7 @@ def place(
         customer_id=command.customer_id,
         user_id=command.user_id,
         items=items,
-        billing=command.billing.model_dump(mode="json"),
+        billing=dict(command.billing),
         subtotal=subtotal,
         total_tax=total_tax,
         total=command.total if command.total is not None else subtotal + total_tax,

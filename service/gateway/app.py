@@ -34,25 +34,27 @@ from starlette.exceptions import HTTPException
 
 from schemas.commands import PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
+from service.adapters.publishing import publish_event
+from service.application.delivery import Delivery
+from service.application.errors import error_reply
+from service.application.handlers import OrderHandlers, placed_reply
+from service.application.parsing import parse
+from service.application.retries import TransientExhausted, with_retries
+from service.application.usecases import OrderService
+from service.bootstrap import Core, open_core
 from service.budget import ByteBudget
 from service.config import Settings
-from service.core import Core, open_core
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
 from service.gateway import openapi
 from service.gateway.auth import API_KEY_HEADER, ApiKeys, authenticate
 from service.gateway.health import GatewayHealth, RequestMetrics
 from service.gateway.requests import RefusedBody, query_object, read_object, with_header
-from service.handlers.delivery import TransientExhausted, error_reply, publish_event, with_retries
-from service.handlers.orders import OrderHandlers, placed_reply
-from service.handlers.parsing import parse
 from service.health import Phase
 from service.logs import configure_logging, log_context
 from service.metrics import ServiceMetrics
-from service.placing import Delivery
 from service.store.client import Document
 from service.store.outbox import PendingEvent
 from service.topology import topology
-from service.usecases import OrderService
 from service.wire import encode
 
 log = logging.getLogger(__name__)

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
-from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
+from service.adapters.events import event_payload
+from service.adapters.publishing import publish_event
 from service.amqp_decoding import UndecodableProperties, republishable, undecodable
+from service.application.clock import utc_now
+from service.application.delivery import Delivery
+from service.application.errors import error_reply
+from service.application.retries import TransientExhausted, with_retries
 from service.budget import ByteBudget
 from service.config import Settings
 from service.domain import events
@@ -38,10 +42,8 @@ from service.handlers.retries import (
 )
 from service.logs import log_context
 from service.metrics import ServiceMetrics
-from service.placing import Delivery
 from service.store.outbox import PendingEvent
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
-from service.usecases import utc_now
 from service.wire import decode_object, encode, payload_for_rejection
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,6 @@ class _ClosedChannel:
 _CLOSED = _ClosedChannel()
 
 
-class TransientExhausted(Exception):
-    """MongoDB stayed unreachable for longer than the retry budget."""
-
-
 class GaveUp(Exception):
     """Ordered work failed unexpectedly on every attempt it was allowed."""
 
@@ -82,20 +80,6 @@ class GaveUp(Exception):
         super().__init__(f"failed {attempts} times; last: {type(error).__name__}")
         self.attempts = attempts
         self.error = error
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, AutoReconnect | ConnectionFailure):
-        return True
-    return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")
-
-
-def error_reply(error: OrderError) -> dict[str, Any]:
-    return {
-        "success": False,
-        "message": error.message,
-        "error": {"code": error.code, "details": error.details},
-    }
 
 
 class Courier:
@@ -381,8 +365,8 @@ class Courier:
             await self.publish_event(
                 PendingEvent(
                     event.event_id,
-                    event.routing_key,
-                    encode(event.body),
+                    event.event_type,
+                    event_payload(event),
                     message.correlation_id or None,
                 )
             )
@@ -408,45 +392,3 @@ class Courier:
 
     async def publish_event(self, event: PendingEvent) -> None:
         await publish_event(self._broker, self._topology, event)
-
-
-async def with_retries(work: Callable[[], Awaitable[T]], budget_seconds: float) -> T:
-    """Run `work`, waiting out MongoDB outages with backoff for up to `budget_seconds`."""
-    deadline = time.monotonic() + budget_seconds
-    pause = 0.1
-    while True:
-        try:
-            return await work()
-        except PyMongoError as exc:
-            if not is_transient(exc):
-                raise
-            if time.monotonic() + pause > deadline:
-                raise TransientExhausted from exc
-            log.warning("storage unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
-
-
-async def publish_event(broker: RabbitBroker, topology: Topology, event: PendingEvent) -> None:
-    """Publish persistently with a publisher confirm; `message_id` is the event id."""
-    await broker.publish(
-        event.payload,
-        exchange=topology.events,
-        routing_key=event.routing_key,
-        message_id=event.event_id,
-        correlation_id=short_string(event.correlation_id),
-        content_type="application/json",
-        persist=True,
-        mandatory=False,
-    )
-
-
-SHORT_STRING_BYTES = 255
-
-
-def short_string(value: str | None) -> str | None:
-    """`value` cut to what an AMQP short string holds (255 bytes of UTF-8, whole
-    characters), so no stored correlation id can keep an event from being published."""
-    if value is None or len(value.encode()) <= SHORT_STRING_BYTES:
-        return value
-    return value.encode()[:SHORT_STRING_BYTES].decode("utf-8", errors="ignore")

@@ -1,19 +1,15 @@
-"""The subscribers: one per routing key, each a parse -> use case -> envelope step."""
+"""The subscribers: one per routing key, each handing its message to the courier with the
+application's parse -> use case -> envelope step (service/application/handlers.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
-from orders_vocabulary.statuses import OrderStatus
-from schemas.commands import PlaceOrder
-from schemas.queries import GetOrder, ListOrders, ListStatuses, OrderStatsQuery
-from service.domain.views import order_view
-from service.handlers.catalogue import (
+from service.application.handlers import OrderHandlers
+from service.handlers.asyncapi_docs import (
     GetOrderBody,
     ListOrdersBody,
     ListStatusesBody,
@@ -23,85 +19,15 @@ from service.handlers.catalogue import (
     document_outputs,
 )
 from service.handlers.delivery import Courier
-from service.handlers.parsing import parse, parse_action
-from service.placing import Delivery, Placed
-from service.store.queries import Page
 from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
-from service.usecases import OrderService
 
 
 async def keep_bytes(message: RabbitMessage) -> bytes:
     """Decoder: the body stays raw bytes; `Courier` parses it and owns every error.
 
     The subscribers' `body` is these bytes; its annotation (`PlaceOrderBody`, ...) only
-    names the model the AsyncAPI document shows (service/handlers/catalogue.py)."""
+    names the model the AsyncAPI document shows (service/handlers/asyncapi_docs.py)."""
     return message.body
-
-
-class OrderHandlers:
-    """The use cases behind each routing key. `service` is set when the app has started."""
-
-    def __init__(self) -> None:
-        self.service: OrderService | None = None
-
-    @property
-    def _orders(self) -> OrderService:
-        if self.service is None:  # pragma: no cover - the lifespan sets it before consuming
-            raise RuntimeError("the order service is not started")
-        return self.service
-
-    async def place(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
-        placed = await self._orders.place(parse(PlaceOrder, body), delivery)
-        return placed_reply(placed, with_data=delivery.reply)
-
-    async def act(self, body: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
-        action = parse_action(body)
-        order = await self._orders.act(action, delivery)
-        return {
-            "success": True,
-            "message": f"Action {action.action} applied",
-            "data": order_view(order) if delivery.reply else None,
-        }
-
-    async def get(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
-        order = await self._orders.get(parse(GetOrder, body))
-        return {"success": True, "data": order_view(order)}
-
-    async def list(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
-        query = parse(ListOrders, body)
-        page = await self._orders.list(query)
-        return {
-            "success": True,
-            "data": [order_view(order) for order in page.orders],
-            "pagination": _pagination(query, page),
-        }
-
-    async def stats(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
-        return {"success": True, "data": await self._orders.stats(parse(OrderStatsQuery, body))}
-
-    async def statuses(self, body: dict[str, Any], _: Delivery) -> dict[str, Any]:
-        parse(ListStatuses, body)
-        return {"success": True, "data": [str(status) for status in OrderStatus]}
-
-
-def placed_reply(placed: Placed, *, with_data: bool) -> dict[str, Any]:
-    message = "Order already placed" if placed.replayed else "Order placed successfully"
-    data = order_view(placed.order) if with_data else None
-    return {"success": True, "message": message, "data": data}
-
-
-def _pagination(query: ListOrders, page: Page) -> dict[str, Any]:
-    """The contract's pagination; in cursor mode (`cursor` given) with `next_cursor` and
-    without a page number."""
-    pagination: dict[str, Any] = {
-        "current_page": query.page,
-        "per_page": query.per_page,
-        "total": page.total,
-        "last_page": page.last_page,
-    }
-    if query.cursor is not None:
-        pagination |= {"current_page": None, "next_cursor": page.next_cursor}
-    return pagination
 
 
 def order_router(

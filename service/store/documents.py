@@ -8,9 +8,8 @@ from typing import Any
 from orders_vocabulary.statuses import OrderStatus
 from service.domain.events import Event
 from service.domain.idempotency import LEGACY_MESSAGE_PREFIX, RequestKey, RequestStamp
-from service.domain.order import HistoryEntry, Item, Order
+from service.domain.model import HistoryEntry, Item, Order
 from service.store.client import Document
-from service.wire import encode
 
 ORDER_FIELDS = {
     "outbox": 0,
@@ -43,12 +42,13 @@ def history_document(entry: HistoryEntry) -> Document:
     }
 
 
-def outbox_entry(event: Event, correlation_id: str | None) -> Document:
-    """An event waiting in its order's document until the relay has published it."""
+def outbox_entry(event: Event, correlation_id: str | None, payload: bytes) -> Document:
+    """An event waiting in its order's document until the relay has published it, with its
+    body as it will be published (`payload`)."""
     return {
         "event_id": event.event_id,
-        "routing_key": event.routing_key,
-        "payload": encode(event.body).decode(),
+        "routing_key": event.event_type,
+        "payload": payload.decode(),
         "correlation_id": correlation_id,
         "at": event.occurred_at,
     }

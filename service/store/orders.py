@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -13,7 +13,8 @@ from pymongo.errors import BulkWriteError, WriteError
 from service.batching import MicroBatcher
 from service.domain.events import Event
 from service.domain.idempotency import RequestKey, RequestStamp
-from service.domain.order import REMEMBERED_REQUESTS, Change, Order
+from service.domain.model import Order
+from service.domain.order import REMEMBERED_REQUESTS, Change
 from service.store.client import COUNTERS, ORDERS, Document
 from service.store.documents import (
     CALLER_KEY,
@@ -49,6 +50,16 @@ class Placement:
     event: Event
     stamp: RequestStamp | None
     correlation_id: str | None
+    payload: bytes
+    """The event's body as published (service/adapters/events.py renders it)."""
+
+
+class ChangeWrite(NamedTuple):
+    """A change to write, with the correlation id and body its event is kept with."""
+
+    change: Change
+    correlation_id: str | None
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class PlacedBefore:
 
 def _placement_document(placement: Placement) -> Document:
     doc = order_document(placement.order) | {
-        "outbox": [outbox_entry(placement.event, placement.correlation_id)],
+        "outbox": [outbox_entry(placement.event, placement.correlation_id, placement.payload)],
         "rollups_pending": place_deltas(placement.order),
     }
     if placement.stamp is not None:
@@ -96,7 +107,7 @@ class OrderStore:
         self._loads: MicroBatcher[int, Order | None] = MicroBatcher(
             self._by_ids, max_size=LOAD_BATCH, max_wait=0.0
         )
-        self._writes: MicroBatcher[tuple[Change, str | None], list[Document] | None] = MicroBatcher(
+        self._writes: MicroBatcher[ChangeWrite, list[Document] | None] = MicroBatcher(
             self._apply_batch, max_size=WRITE_BATCH, max_wait=0.0
         )
 
@@ -158,31 +169,34 @@ class OrderStore:
         doc = await self._orders.find_one(query, ORDER_FIELDS)
         return None if doc is None else order_from_document(doc)
 
-    async def apply(self, change: Change, correlation_id: str | None) -> list[Document] | None:
+    async def apply(
+        self, change: Change, correlation_id: str | None, payload: bytes
+    ) -> list[Document] | None:
         """Write `change` if the order is still at the status and version it was decided on.
 
         A conditional write (the filter holds that status and version); the event goes into
-        the outbox in the same write. Returns the order's pending events after the write
-        (its own and any left behind), or None: somebody else changed the order first, so
-        re-read and decide again. Changes that arrive together share one `bulk_write` and
-        one read of the outboxes (see `_apply_batch`).
+        the outbox in the same write, as `payload` (its body as published). Returns the
+        order's pending events after the write (its own and any left behind), or None:
+        somebody else changed the order first, so re-read and decide again. Changes that
+        arrive together share one `bulk_write` and one read of the outboxes (see
+        `_apply_batch`).
         """
         if change.request is None:  # nothing to recognise it by in a batch's read-back
-            return await self._apply_one(change, correlation_id)
-        return await self._writes.submit((change, correlation_id))
+            return await self._apply_one(ChangeWrite(change, correlation_id, payload))
+        return await self._writes.submit(ChangeWrite(change, correlation_id, payload))
 
-    async def _apply_one(self, change: Change, correlation_id: str | None) -> list[Document] | None:
+    async def _apply_one(self, write: ChangeWrite) -> list[Document] | None:
         """One conditional `find_one_and_update`, which returns the outbox it left."""
         written = await self._orders.find_one_and_update(
-            _change_filter(change),
-            _change_update(change, correlation_id),
+            _change_filter(write.change),
+            _change_update(write),
             projection={"outbox": 1},
             return_document=ReturnDocument.AFTER,
         )
         return None if written is None else list(written.get("outbox", []))
 
     async def _apply_batch(
-        self, items: Sequence[tuple[Change, str | None]]
+        self, items: Sequence[ChangeWrite]
     ) -> list[list[Document] | BaseException | None]:
         """The batch's conditional writes in one unordered `bulk_write`, then one read of
         the orders: a change was written when the applied request its write pushed (marked
@@ -191,11 +205,11 @@ class OrderStore:
         same request twice, or a redelivery) can be in one batch, and only one is written.
         A single change keeps the one round trip of `find_one_and_update`."""
         if len(items) == 1:
-            return [await self._apply_one(*items[0])]
+            return [await self._apply_one(items[0])]
         errors: dict[int, BaseException] = {}
         try:
             result = await self._orders.bulk_write(
-                [UpdateOne(_change_filter(c), _change_update(c, cid)) for c, cid in items],
+                [UpdateOne(_change_filter(w.change), _change_update(w)) for w in items],
                 ordered=False,
             )
             everything = result.matched_count == len(items)
@@ -205,7 +219,7 @@ class OrderStore:
                 errors[error["index"]] = WriteError(
                     error.get("errmsg", "write failed"), error.get("code"), error
                 )
-        ids = list({change.before.id for change, _ in items})
+        ids = list({write.change.before.id for write in items})
         orders = {
             doc["_id"]: doc
             async for doc in self._orders.find(
@@ -213,7 +227,7 @@ class OrderStore:
             )
         }
         outcome: list[list[Document] | BaseException | None] = []
-        for index, (change, _) in enumerate(items):
+        for index, (change, _, _) in enumerate(items):
             doc = orders.get(change.before.id)
             if index in errors:
                 outcome.append(errors[index])
@@ -238,9 +252,10 @@ def _change_filter(change: Change) -> Document:
     return {"_id": before.id, "version": before.version, "status": str(before.status)}
 
 
-def _change_update(change: Change, correlation_id: str | None) -> Document:
+def _change_update(write: ChangeWrite) -> Document:
+    change = write.change
     after = change.after
-    push: Document = {"outbox": outbox_entry(change.event, correlation_id)}
+    push: Document = {"outbox": outbox_entry(change.event, write.correlation_id, write.payload)}
     if change.history is not None:
         push["status_history"] = history_document(change.history)
     if deltas := change_deltas(change):

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.statuses import OrderStatus
 from schemas.queries import ListOrders, OrderFilters
-from service.domain.order import Order
+from service.domain.model import Order
 from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec

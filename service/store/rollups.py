@@ -30,7 +30,8 @@ from pymongo.errors import DuplicateKeyError
 
 from orders_vocabulary.money import ZERO, round_money
 from orders_vocabulary.statuses import OrderStatus
-from service.domain.order import Change, Order
+from service.domain.model import Order
+from service.domain.order import Change
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, Document
 

@@ -10,12 +10,12 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.application.usecases import OrderService
 from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay, PendingEvent
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
-from service.usecases import OrderService
 from tests.integration.builders import CURSORS
 
 

@@ -17,16 +17,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.commands import OrderAction, OrderActionAdapter
 from schemas.queries import GetOrder
+from service.adapters.views import order_view
+from service.application.delivery import Delivery
+from service.application.placing import Placed
+from service.application.usecases import OrderService
 from service.domain.errors import IdempotencyConflict
 from service.domain.order import Order
-from service.domain.views import order_view
-from service.placing import Delivery, Placed
 from service.store.client import Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
-from service.usecases import OrderService
 from tests.integration.builders import CURSORS, place_order
 from tests.integration.conftest import RecordingPublisher
 

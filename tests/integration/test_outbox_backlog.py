@@ -9,10 +9,10 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.placing import Delivery
+from service.application.delivery import Delivery
+from service.application.usecases import OrderService
 from service.store.client import Document
 from service.store.outbox import BACKLOG_PIPELINE, OutboxRelay
-from service.usecases import OrderService
 from tests.integration.builders import place_order
 from tests.integration.conftest import RecordingPublisher
 

@@ -12,9 +12,10 @@ from pydantic import SecretStr
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.queries import ListOrders, OrderStatsQuery
+from service.application.delivery import Delivery
+from service.application.usecases import OrderService
 from service.domain.errors import ValidationFailed
 from service.domain.idempotency import RequestKey
-from service.placing import Delivery
 from service.store.client import Document, ensure_indexes
 from service.store.cursors import CursorCodec, cursor_key
 from service.store.documents import placement_query
@@ -22,7 +23,6 @@ from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats, stats_pipeline
-from service.usecases import OrderService
 from tests.integration.builders import CURSORS, place_order
 
 # customer, total, status, day of November 2025, currency, first name, last name, email

@@ -19,9 +19,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import UpdateStatus
 from schemas.queries import ListOrders, OrderStatsQuery
+from service.application.delivery import Delivery
+from service.application.usecases import OrderService
 from service.domain.errors import InvalidTransition
 from service.domain.statuses import TRANSITIONS
-from service.placing import Delivery
 from service.store.client import ORDERS, Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
@@ -39,7 +40,6 @@ from service.store.rollups import (
     global_stats,
 )
 from service.store.stats import OrderStats
-from service.usecases import OrderService
 from tests.e2e.waiting import eventually
 from tests.integration.builders import CURSORS, place_order
 

@@ -13,14 +13,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import CancelOrder, CompleteOrder, OrderActionAdapter, UpdateStatus
 from schemas.queries import GetOrder
+from service.application.delivery import Delivery
+from service.application.usecases import OrderService
 from service.domain.errors import InvalidTransition, OrderNotFound, VersionConflict
-from service.placing import Delivery
 from service.store.client import Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
-from service.usecases import OrderService
 from tests.integration.builders import CURSORS, place_order
 from tests.integration.conftest import RecordingPublisher
 

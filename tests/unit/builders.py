@@ -7,6 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.commands import OrderAction, OrderActionAdapter, PlaceOrder
+from service.application.commands import order_action
+from service.application.commands import place_command as domain_place
+from service.application.idempotency import action_stamp
+from service.domain import commands
 from service.domain.idempotency import RequestKey, RequestStamp
 from service.domain.order import Order, place
 
@@ -44,8 +48,13 @@ def place_body(**overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
-def place_command(**overrides: Any) -> PlaceOrder:
+def wire_place(**overrides: Any) -> PlaceOrder:
     return PlaceOrder.model_validate(place_body(**overrides))
+
+
+def place_command(**overrides: Any) -> commands.PlaceOrder:
+    """The domain command of a PlaceOrder body, mapped as the application maps it."""
+    return domain_place(wire_place(**overrides))
 
 
 def placed_order(**overrides: Any) -> Order:
@@ -60,9 +69,22 @@ def placed_order(**overrides: Any) -> Order:
     return order
 
 
-def action(name: str, **fields: Any) -> OrderAction:
-    """An OrderAction for the order built by `placed_order`."""
+def wire_action(name: str, **fields: Any) -> OrderAction:
+    """An OrderAction, as the wire delivers it, for the order built by `placed_order`."""
     return OrderActionAdapter.validate_python({"id": ORDER_DB_ID, "action": name, **fields})
+
+
+def action(name: str, **fields: Any) -> commands.OrderAction:
+    """The domain command of `wire_action(name, **fields)`."""
+    return order_action(wire_action(name, **fields))
+
+
+def stamped(
+    name: str, message_id: str | None = None, **fields: Any
+) -> tuple[commands.OrderAction, RequestStamp | None]:
+    """The domain command of an action and the stamp the application takes of it."""
+    wire = wire_action(name, **fields)
+    return order_action(wire), action_stamp(wire, message_id)
 
 
 def request(key: str) -> RequestStamp:

@@ -12,8 +12,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from devtools.catalogue import DOCUMENT, NEUTRAL_AMQP_URL, document, dumps, example, render
 from schemas import commands, events, orders, queries, replies
-from service.handlers.catalogue import AnyReply
-from service.handlers.parsing import parse, parse_action
+from service.application.parsing import parse, parse_action
+from service.handlers.asyncapi_docs import AnyReply
 
 COMMANDS_AND_QUERIES = (
     "orders.place",

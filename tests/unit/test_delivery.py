@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.handlers.delivery import SHORT_STRING_BYTES, short_string
+from service.adapters.publishing import SHORT_STRING_BYTES, short_string
 
 
 @pytest.mark.parametrize("value", [None, "", "corr-1", "x" * SHORT_STRING_BYTES])

@@ -9,8 +9,8 @@ import pytest
 
 from schemas.commands import PlaceOrder
 from schemas.queries import ListStatuses
+from service.application.parsing import parse, parse_action
 from service.domain.errors import BadRequest, ValidationFailed
-from service.handlers.parsing import parse, parse_action
 from service.logs import redact
 from service.wire import decode_object, encode, payload_for_rejection
 

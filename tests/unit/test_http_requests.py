@@ -19,6 +19,7 @@ from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import OrderAction, PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
 from schemas.replies import ErrorReply, ListReply, OrderReply, StatsReply, StatusesReply
+from service.application.parsing import parse
 from service.config import Settings
 from service.domain.errors import BadRequest, ValidationFailed
 from service.gateway import openapi
@@ -32,7 +33,6 @@ from service.gateway.requests import (
     require_json,
     with_header,
 )
-from service.handlers.parsing import parse
 
 Json = dict[str, Any]
 EXAMPLE_ORDER = Path(__file__).parents[2] / "docs" / "example-order.json"

@@ -8,14 +8,9 @@ from typing import Any
 import pytest
 
 from schemas.commands import OrderActionAdapter, PlaceOrder
+from service.application.idempotency import action_stamp, place_stamp
 from service.domain.errors import IdempotencyConflict
-from service.domain.idempotency import (
-    RequestKey,
-    RequestStamp,
-    action_stamp,
-    is_repeat,
-    place_stamp,
-)
+from service.domain.idempotency import RequestKey, RequestStamp, is_repeat
 from service.wire import decode_object
 from tests.unit.builders import item_body, place_body
 

@@ -10,10 +10,10 @@ import enum
 import sys
 from typing import Any
 
+from service.application.usecases import RecentOrders, footprint
 from service.budget import ByteBudget
 from service.domain.order import Order
 from service.metrics import OTHER, routing_key_label
-from service.usecases import RecentOrders, footprint
 from tests.unit.builders import placed_order
 
 LARGE_METADATA = {f"m{k:05d}": [k] for k in range(14_000)}

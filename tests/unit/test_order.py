@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from orders_vocabulary.statuses import OrderStatus
+from service.adapters.events import event_body
+from service.adapters.views import order_view, timestamp
 from service.domain.errors import IdempotencyConflict, InvalidTransition, VersionConflict
-from service.domain.idempotency import RequestKey, RequestStamp, action_stamp
+from service.domain.idempotency import RequestKey, RequestStamp
 from service.domain.order import REMEMBERED_REQUESTS, HistoryEntry, Order, decide, place
-from service.domain.views import order_view, timestamp
 from tests.unit.builders import (
     LATER,
     NOW,
@@ -24,6 +25,7 @@ from tests.unit.builders import (
     place_command,
     placed_order,
     request,
+    stamped,
 )
 
 
@@ -139,9 +141,9 @@ def test_the_placed_event_carries_the_order_view() -> None:
         place_command(), id=ORDER_DB_ID, order_id=PUBLIC_ORDER_ID, now=NOW, default_currency="EUR"
     )
 
-    assert event.routing_key == "order.placed"
+    assert event.event_type == "order.placed"
     assert event.occurred_at == NOW
-    assert event.body == {
+    assert event_body(event) == {
         "event_id": event.event_id,
         "event_type": "order.placed",
         "occurred_at": timestamp(NOW),
@@ -213,8 +215,7 @@ def test_an_unapplied_request_key_is_still_checked() -> None:
 
 
 def test_an_applied_request_is_remembered_and_not_applied_twice() -> None:
-    processing = action("update_status", status="processing", request_id="r-1")
-    stamp = action_stamp(processing, None)
+    processing, stamp = stamped("update_status", status="processing", request_id="r-1")
     first = decide(placed_order(), processing, stamp, LATER)
     assert first is not None
     assert first.after.applied_requests == (stamp,)
@@ -224,13 +225,13 @@ def test_an_applied_request_is_remembered_and_not_applied_twice() -> None:
 
 
 def test_an_applied_request_with_another_body_is_an_idempotency_conflict() -> None:
-    processing = action("update_status", status="processing", request_id="r-1")
-    first = decide(placed_order(), processing, action_stamp(processing, None), LATER)
+    processing, first_stamp = stamped("update_status", status="processing", request_id="r-1")
+    first = decide(placed_order(), processing, first_stamp, LATER)
     assert first is not None
-    on_hold = action("update_status", status="on_hold", request_id="r-1")
+    on_hold, on_hold_stamp = stamped("update_status", status="on_hold", request_id="r-1")
 
     with pytest.raises(IdempotencyConflict) as conflict:
-        decide(first.after, on_hold, action_stamp(on_hold, None), LATER)
+        decide(first.after, on_hold, on_hold_stamp, LATER)
 
     assert conflict.value.code == "idempotency_conflict"
     assert conflict.value.details == {"key": "r-1"}
@@ -239,19 +240,18 @@ def test_an_applied_request_with_another_body_is_an_idempotency_conflict() -> No
 def test_a_request_applied_before_fingerprints_were_kept_replays_whatever_its_body() -> None:
     legacy = RequestStamp(RequestKey("r-1"), None)
     order = replace(placed_order(), version=2, applied_requests=(legacy,))
-    cancel = action("cancel", request_id="r-1")
+    cancel, stamp = stamped("cancel", request_id="r-1")
 
-    assert decide(order, cancel, action_stamp(cancel, None), LATER) is None
+    assert decide(order, cancel, stamp, LATER) is None
 
 
 def test_a_request_id_and_a_message_id_of_the_same_text_are_different_requests() -> None:
-    processing = action("update_status", status="processing")
-    by_message = action_stamp(processing, "m-1")
+    _, by_message = stamped("update_status", "m-1", status="processing")
     assert by_message is not None
     order = replace(placed_order(), applied_requests=(by_message,))
-    cancel = action("cancel", request_id="m-1")
+    cancel, stamp = stamped("cancel", "other", request_id="m-1")
 
-    change = decide(order, cancel, action_stamp(cancel, "other"), LATER)
+    change = decide(order, cancel, stamp, LATER)
 
     assert change is not None
     assert change.after.status == OrderStatus.CANCELLED
@@ -372,10 +372,11 @@ def test_a_metadata_change_bumps_the_version_and_emits_its_event() -> None:
     assert change.after.status == order.status
     assert change.after.status_history == order.status_history
     assert change.history is None
-    assert change.event.routing_key == "order.metadata_updated"
-    assert change.event.body["metadata"] == {"a": 1, "b": 2}
-    assert change.event.body["version"] == 2
-    assert (change.event.body["id"], change.event.body["order_id"]) == (
+    body = event_body(change.event)
+    assert change.event.event_type == "order.metadata_updated"
+    assert body["metadata"] == {"a": 1, "b": 2}
+    assert body["version"] == 2
+    assert (body["id"], body["order_id"]) == (
         ORDER_DB_ID, PUBLIC_ORDER_ID
     )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Bodies -> commands and queries, and refusals shaped as the contract's `validation_error`.
 
-Every refusal is checked through `service.handlers.parsing`, the one place that turns pydantic
+Every refusal is checked through `service.application.parsing`, the one place that turns pydantic
 errors into `{"code": "validation_error", "details": [{"loc": [...], "msg": "..."}]}`.
 """
 
@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import CancelOrder, CompleteOrder, PlaceOrder, UpdateMetadata, UpdateStatus
 from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
+from service.application.parsing import parse, parse_action
 from service.domain.errors import OrderError, UnknownAction, ValidationFailed
-from service.handlers.parsing import parse, parse_action
 from service.wire import decode_object
 from tests.unit.builders import item_body, place_body
 

@@ -1,7 +1,9 @@
-"""What the domain puts on the wire matches the published schemas and the contract's fields."""
+"""What the service puts on the wire matches the published schemas and the contract's fields:
+the order view, and the typed domain events as the one adapter renders them."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,9 +20,10 @@ from schemas.events import (
     OrderStatusChanged,
 )
 from schemas.orders import OrderView
+from service.adapters.events import SCHEMAS, event_body
+from service.adapters.views import order_view, timestamp
 from service.domain import events
 from service.domain.order import Order, decide, place
-from service.domain.views import order_view, timestamp
 from tests.unit.builders import LATER, NOW, action, item_body, place_command, placed_order, request
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -148,27 +151,31 @@ def test_every_timestamp_in_the_view_has_the_contract_format() -> None:
 def test_order_placed_matches_its_schema() -> None:
     _, event = place(place_command(), id=3, order_id=421409, now=NOW, default_currency="EUR")
 
-    _same_on_the_wire(OrderPlaced, event.body)
-    assert set(event.body) == EVENT_FIELDS | {"order"}
-    assert event.body["event_type"] == event.routing_key == "order.placed"
+    body = event_body(event)
+    _same_on_the_wire(OrderPlaced, body)
+    assert set(body) == EVENT_FIELDS | {"order"}
+    assert body["event_type"] == event.event_type == "order.placed"
 
 
 def test_order_status_changed_matches_its_schema() -> None:
     change = decide(placed_order(user_id="USER-7"), action("cancel", reason="r"), None, LATER)
     assert change is not None
 
-    _same_on_the_wire(OrderStatusChanged, change.event.body)
-    assert set(change.event.body) == STATUS_CHANGED_FIELDS
-    assert change.event.body["user_id"] == "USER-7"
-    assert change.event.body["customer_id"] == "CUST-12345"
+    body = event_body(change.event)
+    _same_on_the_wire(OrderStatusChanged, body)
+    assert set(body) == STATUS_CHANGED_FIELDS
+    assert body["user_id"] == "USER-7"
+    assert body["customer_id"] == "CUST-12345"
+    assert (body["from_status"], body["to_status"]) == ("pending", "cancelled")
 
 
 def test_order_metadata_updated_matches_its_schema() -> None:
     change = decide(placed_order(), action("update_metadata", metadata={"a": 1}), None, LATER)
     assert change is not None
 
-    _same_on_the_wire(OrderMetadataUpdated, change.event.body)
-    assert set(change.event.body) == METADATA_UPDATED_FIELDS
+    body = event_body(change.event)
+    _same_on_the_wire(OrderMetadataUpdated, body)
+    assert set(body) == METADATA_UPDATED_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -184,14 +191,15 @@ def test_order_command_rejected_matches_its_schema(payload: object) -> None:
         now=NOW,
     )
 
-    _same_on_the_wire(OrderCommandRejected, event.body)
-    assert set(event.body) == COMMAND_REJECTED_FIELDS
-    assert event.body["error"] == {
+    body = event_body(event)
+    _same_on_the_wire(OrderCommandRejected, body)
+    assert set(body) == COMMAND_REJECTED_FIELDS
+    assert body["error"] == {
         "code": "unknown_action",
         "message": "Unknown action 'ship'",
         "details": {"action": "ship"},
     }
-    assert event.routing_key == "order.command_rejected"
+    assert event.event_type == "order.command_rejected"
 
 
 def test_every_event_has_a_uuid_id_and_a_contract_timestamp() -> None:
@@ -205,7 +213,30 @@ def test_every_event_has_a_uuid_id_and_a_contract_timestamp() -> None:
     )
 
     for event in [placed, moved.event, meta.event, rejected]:
-        assert event.body["event_id"] == event.event_id
+        body = event_body(event)
+        assert list(body)[:3] == ["event_id", "event_type", "occurred_at"]
+        assert body["event_id"] == event.event_id
+        assert body["event_type"] == event.event_type
         assert uuid.UUID(event.event_id)
-        assert TIMESTAMP.fullmatch(event.body["occurred_at"])
-        assert event.body["occurred_at"] == timestamp(event.occurred_at)
+        assert TIMESTAMP.fullmatch(body["occurred_at"])
+        assert body["occurred_at"] == timestamp(event.occurred_at)
+
+
+@pytest.mark.parametrize("event_type", list(SCHEMAS), ids=[e.__name__ for e in SCHEMAS])
+def test_each_typed_event_carries_exactly_the_fields_its_schema_publishes(
+    event_type: type[events.Event],
+) -> None:
+    """The schema is the one definition of an event's shape; the typed event fills it, so
+    it may hold no field the schema does not publish and lack none it does."""
+    schema = SCHEMAS[event_type]
+    carried = {field.name for field in dataclasses.fields(event_type)} | {"event_type"}
+
+    assert carried == set(schema.model_fields)
+    assert schema.model_fields["event_type"].default == event_type.event_type
+
+
+def test_every_domain_event_has_a_schema() -> None:
+    assert set(SCHEMAS) == {
+        cls for cls in vars(events).values()
+        if isinstance(cls, type) and issubclass(cls, events.Event) and cls is not events.Event
+    }  # fmt: skip

@@ -12,12 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.commands import PlaceOrder
+from schemas import commands as wire
+from service.adapters.events import event_payload
+from service.application.commands import place_command
+from service.application.delivery import Delivery
+from service.application.idempotency import place_stamp
 from service.batching import MicroBatcher
 from service.domain import order as domain
+from service.domain.commands import PlaceOrder
 from service.domain.errors import IdempotencyConflict
-from service.domain.idempotency import RequestKey, RequestStamp, is_repeat, place_stamp
-from service.domain.order import Order
+from service.domain.idempotency import RequestKey, RequestStamp, is_repeat
+from service.domain.model import Order
 from service.store.orders import (
     DuplicateOrderNumber,
     DuplicatePlacement,
@@ -26,21 +31,9 @@ from service.store.orders import (
     Placement,
 )
 from service.store.outbox import OutboxRelay, PendingEvent
-from service.wire import encode
 
 NUMBER_DRAWS = 5
 """How often a new order may draw a public order number that is taken before giving up."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the transport knows about a request: its message id and correlation id."""
-
-    message_id: str | None = None
-    """What a request without a key of its own is known by (a namespace of its own)."""
-    correlation_id: str | None = None
-    reply: bool = True
-    """Whether anybody waits for a reply (`reply_to`): without one, no reply data is built."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +80,10 @@ class Placer:
         self._order_numbers = order_numbers
         self._batcher = MicroBatcher(self._place_batch, max_size=batch_size, max_wait=batch_wait)
 
-    async def place(self, command: PlaceOrder, delivery: Delivery) -> Placed:
+    async def place(self, command: wire.PlaceOrder, delivery: Delivery) -> Placed:
         """Create the order once per idempotency key (else per AMQP message id)."""
-        request = PlaceRequest(command, delivery, place_stamp(command, delivery.message_id))
+        stamp = place_stamp(command, delivery.message_id)
+        request = PlaceRequest(place_command(command), delivery, stamp)
         return await self._batcher.submit(request)
 
     async def _place_batch(self, requests: Sequence[PlaceRequest]) -> list[Placed | BaseException]:
@@ -156,7 +150,9 @@ class Placer:
             now=self._clock(),
             default_currency=self._currency,
         )
-        return Placement(order, event, request.stamp, request.delivery.correlation_id)
+        return Placement(
+            order, event, request.stamp, request.delivery.correlation_id, event_payload(event)
+        )
 
     async def _first(self, key: RequestKey) -> PlacedBefore | IdempotencyConflict:
         """The order another process placed with `key` first (the unique index said so).
@@ -169,7 +165,7 @@ class Placer:
 def _pending_event(placement: Placement) -> PendingEvent:
     event = placement.event
     return PendingEvent(
-        event.event_id, event.routing_key, encode(event.body), placement.correlation_id
+        event.event_id, event.event_type, placement.payload, placement.correlation_id
     )
 
 

@@ -1,6 +1,6 @@
 """The use cases: load, let the domain decide, save, hand events to the relay.
 
-Transport-free: the AMQP handlers (and any other entry point) call these.
+Transport-free: the worker's subscribers and the HTTP gateway both call these.
 """
 
 from __future__ import annotations
@@ -9,11 +9,17 @@ import secrets
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from schemas.commands import OrderAction, PlaceOrder
 from schemas.queries import GetOrder, ListOrders, OrderStatsQuery
+from service.adapters.events import event_payload
+from service.application.clock import utc_now
+from service.application.commands import order_action
+from service.application.delivery import Delivery
+from service.application.idempotency import action_stamp
+from service.application.placing import Placed, Placer
 from service.domain import order as domain
 from service.domain.errors import (
     ConcurrentChange,
@@ -22,9 +28,7 @@ from service.domain.errors import (
     OrderNotFound,
     VersionConflict,
 )
-from service.domain.idempotency import action_stamp
-from service.domain.order import HistoryEntry, Item, Order
-from service.placing import Delivery, Placed, Placer
+from service.domain.model import HistoryEntry, Item, Order
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, Page
@@ -35,12 +39,6 @@ ORDER_NUMBER_SPAN = 900_000_000
 """Public order numbers are random 9-digit numbers, unique by index, unrelated to `id`."""
 
 DECISION_ATTEMPTS = 8
-
-
-def utc_now() -> datetime:
-    """Now in UTC, cut to milliseconds: what BSON dates keep, so replies match storage."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def draw_order_number() -> int:
@@ -169,6 +167,7 @@ class OrderService:
         that lost to the same request in the same batch replays on the winner's).
         """
         request = action_stamp(action, delivery.message_id)
+        command = order_action(action)
         order = self._recent.get(action.id, action.order_id)
         from_cache = order is not None
         version = 0
@@ -177,7 +176,7 @@ class OrderService:
                 order, from_cache = await self._load(action.id, action.order_id), False
             version = order.version
             try:
-                change = domain.decide(order, action, request, self._clock())
+                change = domain.decide(order, command, request, self._clock())
             except (VersionConflict, InvalidTransition, IdempotencyConflict):
                 if not from_cache:
                     raise
@@ -190,7 +189,9 @@ class OrderService:
                 if request is not None and order.applied(request.key) is not None:
                     await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
-            pending = await self._store.apply(change, delivery.correlation_id)
+            pending = await self._store.apply(
+                change, delivery.correlation_id, event_payload(change.event)
+            )
             if pending is not None:
                 self._recent.remember(change.after)
                 await self._relay.flush(order.id, pending)

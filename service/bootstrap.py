@@ -1,5 +1,5 @@
-"""What every entry point runs on: MongoDB, its indexes and rollups, the outbox relay, the
-rollup applier and the use cases, opened once per process.
+"""The composition root: what every entry point runs on, opened once per process:
+MongoDB, its indexes and rollups, the outbox relay, the rollup applier and the use cases.
 
 The AMQP worker (service/app.py) and the HTTP gateway (service/gateway) each open one core
 with their own event publisher: the same store, the same outbox, the same events.
@@ -19,6 +19,7 @@ from faststream.rabbit import RabbitQueue
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from service.application.usecases import OrderService
 from service.config import Settings
 from service.failpoints import Failpoints
 from service.store.client import Document, connect, database, ensure_indexes
@@ -29,7 +30,6 @@ from service.store.queries import OrderQueries
 from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
 from service.store.stats import OrderStats
 from service.topology import ROUTING_KEYS, Topology
-from service.usecases import OrderService
 
 log = logging.getLogger("service")
 

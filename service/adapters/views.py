@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from orders_vocabulary.money import format_money
 
 if TYPE_CHECKING:
-    from service.domain.order import HistoryEntry, Item, Order
+    from service.domain.model import HistoryEntry, Item, Order
 
 
 def timestamp(moment: datetime) -> str:
