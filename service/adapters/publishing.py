@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitBroker
 
-from service.store.outbox import PendingEvent
+from service.domain.records import PendingEvent
 from service.topology import Topology
 
 

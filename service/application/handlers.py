@@ -13,7 +13,7 @@ from service.application.delivery import Delivery
 from service.application.parsing import parse, parse_action
 from service.application.placing import Placed
 from service.application.usecases import OrderService
-from service.store.queries import Page
+from service.domain.records import Page
 
 
 class OrderHandlers:

@@ -17,20 +17,20 @@ from service.adapters.events import event_payload
 from service.application.commands import place_command
 from service.application.delivery import Delivery
 from service.application.idempotency import place_stamp
+from service.application.ports import RelayPort, StorePort
 from service.batching import MicroBatcher
 from service.domain import order as domain
 from service.domain.commands import PlaceOrder
 from service.domain.errors import IdempotencyConflict
 from service.domain.idempotency import RequestKey, RequestStamp, is_repeat
 from service.domain.model import Order
-from service.store.orders import (
+from service.domain.records import (
     DuplicateOrderNumber,
     DuplicatePlacement,
-    OrderStore,
+    PendingEvent,
     PlacedBefore,
     Placement,
 )
-from service.store.outbox import OutboxRelay, PendingEvent
 
 NUMBER_DRAWS = 5
 """How often a new order may draw a public order number that is taken before giving up."""
@@ -64,8 +64,8 @@ Outcome = Placed | PlacedBefore | BaseException
 class Placer:
     def __init__(
         self,
-        store: OrderStore,
-        relay: OutboxRelay,
+        store: StorePort,
+        relay: RelayPort,
         *,
         default_currency: str,
         clock: Callable[[], datetime],

@@ -20,6 +20,7 @@ from service.application.commands import order_action
 from service.application.delivery import Delivery
 from service.application.idempotency import action_stamp
 from service.application.placing import Placed, Placer
+from service.application.ports import QueriesPort, RelayPort, StatsPort, StorePort
 from service.domain import order as domain
 from service.domain.errors import (
     ConcurrentChange,
@@ -29,10 +30,7 @@ from service.domain.errors import (
     VersionConflict,
 )
 from service.domain.model import HistoryEntry, Item, Order
-from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
-from service.store.queries import OrderQueries, Page
-from service.store.stats import OrderStats
+from service.domain.records import Page
 
 ORDER_NUMBER_MIN = 100_000_000
 ORDER_NUMBER_SPAN = 900_000_000
@@ -123,10 +121,10 @@ def footprint(order: Order, limit: int) -> int:
 class OrderService:
     def __init__(
         self,
-        store: OrderStore,
-        queries: OrderQueries,
-        stats: OrderStats,
-        relay: OutboxRelay,
+        store: StorePort,
+        queries: QueriesPort,
+        stats: StatsPort,
+        relay: RelayPort,
         *,
         default_currency: str,
         clock: Callable[[], datetime] = utc_now,

@@ -45,6 +45,7 @@ from service.bootstrap import Core, open_core
 from service.budget import ByteBudget
 from service.config import Settings
 from service.domain.errors import BadRequest, OrderError, ValidationFailed
+from service.domain.records import PendingEvent
 from service.gateway import openapi
 from service.gateway.auth import API_KEY_HEADER, ApiKeys, authenticate
 from service.gateway.health import GatewayHealth, RequestMetrics
@@ -53,7 +54,6 @@ from service.health import Phase
 from service.logs import configure_logging, log_context
 from service.metrics import ServiceMetrics
 from service.store.client import Document
-from service.store.outbox import PendingEvent
 from service.topology import topology
 from service.wire import encode
 

@@ -28,6 +28,7 @@ from service.budget import ByteBudget
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
+from service.domain.records import PendingEvent
 from service.failpoints import Failpoints
 from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
 from service.handlers.replies import ReplyQueues
@@ -42,7 +43,6 @@ from service.handlers.retries import (
 )
 from service.logs import log_context
 from service.metrics import ServiceMetrics
-from service.store.outbox import PendingEvent
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
 from service.wire import decode_object, encode, payload_for_rejection
 

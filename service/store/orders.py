@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument, UpdateOne
@@ -11,10 +10,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, WriteError
 
 from service.batching import MicroBatcher
-from service.domain.events import Event
-from service.domain.idempotency import RequestKey, RequestStamp
+from service.domain.idempotency import RequestKey
 from service.domain.model import Order
 from service.domain.order import REMEMBERED_REQUESTS, Change
+from service.domain.records import (
+    DuplicateOrderNumber,
+    DuplicatePlacement,
+    PendingEntries,
+    PlacedBefore,
+    Placement,
+)
 from service.store.client import COUNTERS, ORDERS, Document
 from service.store.documents import (
     CALLER_KEY,
@@ -34,40 +39,12 @@ from service.store.rollups import change_deltas, place_deltas
 DUPLICATE_KEY = 11000
 
 
-class DuplicateOrderNumber(Exception):
-    """The random public order number is taken; draw another."""
-
-
-class DuplicatePlacement(Exception):
-    """An order placed with this idempotency key (or message id) exists already."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """A new order to store, with its event and the stamp that makes placing it idempotent."""
-
-    order: Order
-    event: Event
-    stamp: RequestStamp | None
-    correlation_id: str | None
-    payload: bytes
-    """The event's body as published (service/adapters/events.py renders it)."""
-
-
 class ChangeWrite(NamedTuple):
     """A change to write, with the correlation id and body its event is kept with."""
 
     change: Change
     correlation_id: str | None
     payload: bytes
-
-
-@dataclass(frozen=True)
-class PlacedBefore:
-    """An order found by the key that placed it, with that request's stamp."""
-
-    order: Order
-    stamp: RequestStamp
 
 
 def _placement_document(placement: Placement) -> Document:
@@ -171,7 +148,7 @@ class OrderStore:
 
     async def apply(
         self, change: Change, correlation_id: str | None, payload: bytes
-    ) -> list[Document] | None:
+    ) -> PendingEntries | None:
         """Write `change` if the order is still at the status and version it was decided on.
 
         A conditional write (the filter holds that status and version); the event goes into

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -20,6 +19,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.batching import MicroBatcher
+from service.domain.records import PendingEntries, PendingEvent
 from service.failpoints import CRASH_BEFORE_PUBLISH, Failpoints
 from service.store.client import ORDERS, Document
 
@@ -36,14 +36,6 @@ BACKLOG_PIPELINE: list[Document] = [
     },
     {"$group": {"_id": None, "events": {"$sum": {"$size": "$outbox"}}}},
 ]
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    event_id: str
-    routing_key: str
-    payload: bytes
-    correlation_id: str | None
 
 
 class EventPublisher(Protocol):
@@ -86,7 +78,7 @@ class OutboxRelay:
             if not self._waiters[id]:
                 del self._waiters[id], self._locks[id]
 
-    async def flush(self, id: int, pending: list[Document] | None = None) -> int:
+    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
         """Publish the pending events of order `id` in order; return how many went out.
 
         `pending` is the outbox as a write just returned it, which saves reading it again."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.statuses import OrderStatus
 from schemas.queries import ListOrders, OrderFilters
-from service.domain.model import Order
+from service.domain.records import Page
 from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
@@ -75,14 +74,6 @@ def _literal(text: str) -> str:
     """A regular expression matching `text` literally. `re.escape` leaves NUL as it is, and
     mongod refuses a pattern with an embedded NUL byte, so NUL is written as `\\x00`."""
     return r"\x00".join(re.escape(part) for part in text.split("\x00"))
-
-
-@dataclass(frozen=True)
-class Page:
-    orders: list[Order]
-    total: int
-    last_page: int
-    next_cursor: str | None
 
 
 class OrderQueries:

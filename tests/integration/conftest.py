@@ -11,9 +11,10 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.application.usecases import OrderService
+from service.domain.records import PendingEvent
 from service.store.client import Document, connect, database, ensure_indexes
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay, PendingEvent
+from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from tests.integration.builders import CURSORS

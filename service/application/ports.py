@@ -1,0 +1,84 @@
+"""The ports: what the use cases need from the outside world, as Protocols.
+
+The use cases (usecases.py, placing.py) are typed against these, not against MongoDB: the
+composition root (service/bootstrap.py) hands them the store's classes (service/store),
+which fit by their shape, and the unit tests hand them in-memory fakes
+(tests/unit/fakes.py). What the ports take and return are the records of
+service/domain/records.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+from schemas.queries import ListOrders, OrderFilters
+from service.domain.idempotency import RequestKey
+from service.domain.model import Order
+from service.domain.order import Change
+from service.domain.records import (
+    Page,
+    PendingEntries,
+    PendingEvent,
+    PlacedBefore,
+    Placement,
+)
+
+
+class StorePort(Protocol):
+    """The orders, each with its outbox of events not yet published
+    (service/store/orders.py `OrderStore`)."""
+
+    async def by_id(self, id: int) -> Order | None:
+        """The order with this database id, or None."""
+
+    async def by_order_id(self, order_id: int) -> Order | None:
+        """The order with this public order number, or None."""
+
+    async def apply(
+        self, change: Change, correlation_id: str | None, payload: bytes
+    ) -> PendingEntries | None:
+        """Write `change` only if the order is still at the status and version of
+        `change.before`, with its event (body `payload`) in the outbox in the same write.
+        The order's pending events after the write, or None: the order changed meanwhile
+        (or is gone), nothing was written."""
+
+    async def allocate_ids(self, count: int) -> range:
+        """`count` new consecutive database ids."""
+
+    async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
+        """Store new orders, each with its first event in its outbox. Per placement: None,
+        or why it was not stored: `DuplicatePlacement` (its key placed an order already),
+        `DuplicateOrderNumber` (its public number is taken), or another error."""
+
+    async def by_idempotency_keys(
+        self, keys: Collection[RequestKey]
+    ) -> Mapping[RequestKey, PlacedBefore]:
+        """The orders placed by any of `keys`, each with the stamp of the request that did."""
+
+
+class RelayPort(Protocol):
+    """Publishes the events waiting in the outboxes, then removes them
+    (service/store/outbox.py `OutboxRelay`)."""
+
+    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
+        """Publish the pending events of order `id` in order (`pending`: its outbox as a
+        write just left it; None: read it); how many went out. What fails stays."""
+
+    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
+        """Publish the first events of orders just stored (by order id) and remove them
+        from their outboxes; what fails stays for the sweep."""
+
+
+class QueriesPort(Protocol):
+    """The list query (service/store/queries.py `OrderQueries`)."""
+
+    async def page(self, query: ListOrders) -> Page:
+        """One page of the orders matching `query`."""
+
+
+class StatsPort(Protocol):
+    """Counts and revenue (service/store/stats.py `OrderStats`)."""
+
+    async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
+        """The statistics of the orders matching `filters`, revenue in `currency`."""

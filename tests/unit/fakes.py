@@ -1,0 +1,255 @@
+"""In-memory fakes of the use cases' ports (service/application/ports.py), for unit tests
+of the use cases without mongod or RabbitMQ.
+
+They keep the promises of the MongoDB classes they stand for: a change is written only if
+the order is still at the status and version it was decided on; a placing key or a public
+order number is stored once (the unique indexes), the next one gets `DuplicatePlacement` or
+`DuplicateOrderNumber`; every write keeps its event in the order's outbox, and the relay
+publishes an outbox in order and removes what went out (what fails stays). Tests read their
+state: `FakeStore.orders` (each order with its outbox and placing stamp) and
+`FakeRelay.published`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.queries import ListOrders, OrderFilters
+from service.application.usecases import OrderService
+from service.domain.events import Event
+from service.domain.idempotency import RequestKey, RequestStamp
+from service.domain.model import Order
+from service.domain.order import Change
+from service.domain.records import (
+    DuplicateOrderNumber,
+    DuplicatePlacement,
+    Page,
+    PendingEntries,
+    PendingEvent,
+    PlacedBefore,
+    Placement,
+)
+from tests.unit.builders import NOW
+
+Interleaved = Callable[[], Awaitable[None]]
+"""What another worker does between a use case's read and its write."""
+
+
+@dataclass
+class StoredOrder:
+    """An order as the store keeps it: its state, its outbox, the request that placed it."""
+
+    order: Order
+    outbox: PendingEntries = field(default_factory=list)
+    placed_by: RequestStamp | None = None
+
+
+def outbox_entry(event: Event, correlation_id: str | None, payload: bytes) -> dict[str, Any]:
+    """An outbox entry with the fields the MongoDB store keeps (store/documents.py)."""
+    return {
+        "event_id": event.event_id,
+        "routing_key": event.event_type,
+        "payload": payload.decode(),
+        "correlation_id": correlation_id,
+        "at": event.occurred_at,
+    }
+
+
+class FakeStore:
+    """The orders in a dict, by database id."""
+
+    def __init__(self) -> None:
+        self.orders: dict[int, StoredOrder] = {}
+        self.reads = 0
+        """How many orders were read by id or number: a decision taken on the order the
+        use case remembers reads none."""
+        self.before_writes: list[Interleaved] = []
+        """Run, one each, before the next conditional writes: another worker's change
+        landing between this one's read and its write."""
+        self.before_inserts: list[Interleaved] = []
+        """Run, one each, before the next inserts."""
+        self._last_id = 0
+        self._interleaving = False
+
+    async def _interleave(self, waiting: list[Interleaved]) -> None:
+        """Run the next of `waiting`, if any (its own writes run none)."""
+        if waiting and not self._interleaving:
+            self._interleaving = True
+            try:
+                await waiting.pop(0)()
+            finally:
+                self._interleaving = False
+
+    async def by_id(self, id: int) -> Order | None:
+        self.reads += 1
+        stored = self.orders.get(id)
+        return None if stored is None else stored.order
+
+    async def by_order_id(self, order_id: int) -> Order | None:
+        self.reads += 1
+        return next((s.order for s in self.orders.values() if s.order.order_id == order_id), None)
+
+    async def apply(
+        self, change: Change, correlation_id: str | None, payload: bytes
+    ) -> PendingEntries | None:
+        await self._interleave(self.before_writes)
+        before = change.before
+        stored = self.orders.get(before.id)
+        if (
+            stored is None
+            or stored.order.status != before.status
+            or stored.order.version != before.version
+        ):
+            return None  # somebody else changed it first
+        stored.order = change.after
+        stored.outbox.append(outbox_entry(change.event, correlation_id, payload))
+        return [dict(entry) for entry in stored.outbox]
+
+    async def allocate_ids(self, count: int) -> range:
+        first = self._last_id + 1
+        self._last_id += count
+        return range(first, self._last_id + 1)
+
+    async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
+        await self._interleave(self.before_inserts)
+        return [self._insert(placement) for placement in placements]
+
+    def _insert(self, placement: Placement) -> Exception | None:
+        order, stamp = placement.order, placement.stamp
+        if order.id in self.orders:
+            return RuntimeError(f"duplicate database id {order.id}")
+        if stamp is not None and any(
+            s.placed_by is not None and s.placed_by.key == stamp.key for s in self.orders.values()
+        ):
+            return DuplicatePlacement()
+        if any(s.order.order_id == order.order_id for s in self.orders.values()):
+            return DuplicateOrderNumber()
+        entry = outbox_entry(placement.event, placement.correlation_id, placement.payload)
+        self.orders[order.id] = StoredOrder(order, [entry], stamp)
+        return None
+
+    async def by_idempotency_keys(
+        self, keys: Collection[RequestKey]
+    ) -> dict[RequestKey, PlacedBefore]:
+        return {
+            s.placed_by.key: PlacedBefore(s.order, s.placed_by)
+            for s in self.orders.values()
+            if s.placed_by is not None and s.placed_by.key in keys
+        }
+
+
+class FakeRelay:
+    """Publishes into `published`; while `down`, nothing goes out and outboxes keep it all."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+        self.published: list[PendingEvent] = []
+        self.down = False
+
+    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
+        stored = self._store.orders.get(id)
+        if pending is None:
+            pending = [] if stored is None else list(stored.outbox)
+        sent: list[str] = []
+        for entry in pending:
+            if self.down:
+                break
+            self.published.append(
+                PendingEvent(
+                    entry["event_id"],
+                    entry["routing_key"],
+                    entry["payload"].encode(),
+                    entry["correlation_id"],
+                )
+            )
+            sent.append(entry["event_id"])
+        self._clear(id, sent)
+        return len(sent)
+
+    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
+        if self.down:
+            return
+        for id, event in events:
+            self.published.append(event)
+            self._clear(id, [event.event_id])
+
+    def _clear(self, id: int, event_ids: Collection[str]) -> None:
+        stored = self._store.orders.get(id)
+        if stored is not None:
+            stored.outbox = [e for e in stored.outbox if e["event_id"] not in event_ids]
+
+
+class FakeQueries:
+    """The list query over the fake's orders, for what it models: filters by customer and
+    status, newest first (the default sort), numbered pages. It refuses what it does not
+    model (other filters, sorts, cursors) rather than answer wrongly."""
+
+    MODELLED = frozenset({"customer_id", "status", "page", "per_page"})
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    async def page(self, query: ListOrders) -> Page:
+        unmodelled = set(query.model_dump(exclude_defaults=True)) - self.MODELLED
+        if unmodelled:
+            raise NotImplementedError(f"the fake list query does not model {sorted(unmodelled)}")
+        orders = [
+            s.order
+            for s in self._store.orders.values()
+            if (query.customer_id is None or s.order.customer_id == query.customer_id)
+            and (not query.status or s.order.status in query.status)
+        ]
+        orders.sort(key=lambda order: (order.created_at, order.id), reverse=True)
+        start = (query.page - 1) * query.per_page
+        last_page = max(1, math.ceil(len(orders) / query.per_page))
+        return Page(orders[start : start + query.per_page], len(orders), last_page, None)
+
+
+class FakeStats:
+    """Statistics are MongoDB pipelines and rollups (tests/integration covers them); the
+    fake refuses rather than invent numbers."""
+
+    async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
+        raise NotImplementedError("the fakes do not compute statistics")
+
+
+@dataclass
+class World:
+    """A store and a relay shared by any number of workers (each an `OrderService` with its
+    own memory of recent orders), as several worker processes share MongoDB."""
+
+    store: FakeStore = field(default_factory=FakeStore)
+    relay: FakeRelay = field(init=False)
+    order_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(100_000_001))
+    """The public order numbers the workers draw (by default all different)."""
+
+    def __post_init__(self) -> None:
+        self.relay = FakeRelay(self.store)
+
+    def worker(
+        self, *, order_numbers: Callable[[], int] | None = None, batch_wait: float = 0.02
+    ) -> OrderService:
+        """A worker on this world, its clock at NOW; placing waits `batch_wait` seconds to
+        gather a batch (requests submitted together share one)."""
+        numbers = order_numbers or self.order_numbers.__next__
+        return OrderService(
+            self.store,
+            FakeQueries(self.store),
+            FakeStats(),
+            self.relay,
+            default_currency="EUR",
+            clock=lambda: NOW,
+            order_numbers=numbers,
+            batch_wait=batch_wait,
+        )
+
+    def routing_keys(self) -> list[str]:
+        return [event.routing_key for event in self.relay.published]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(event.payload) for event in self.relay.published]
