@@ -27,7 +27,9 @@ from service.store.cursors import CursorCodec, cursor_key
 from service.store.orders import OrderStore
 from service.store.outbox import EventPublisher, OutboxRelay
 from service.store.queries import OrderQueries
-from service.store.rollups import RollupApplier, ensure_rollup_indexes, ensure_rollups
+from service.store.rollups.applier import RollupApplier
+from service.store.rollups.build import ensure_rollups
+from service.store.rollups.schema import ensure_rollup_indexes
 from service.store.stats import OrderStats
 from service.topology import ROUTING_KEYS, Topology
 

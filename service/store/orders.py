@@ -34,7 +34,7 @@ from service.store.documents import (
     placement_query,
     placement_stamp,
 )
-from service.store.rollups import change_deltas, place_deltas
+from service.store.rollups.deltas import change_deltas, place_deltas
 
 DUPLICATE_KEY = 11000
 

@@ -17,7 +17,7 @@ from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
-from service.store.rollups import status_counts
+from service.store.rollups.reads import status_counts
 
 SORT_FIELDS = {
     "created_at": "created_at",

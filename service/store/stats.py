@@ -15,7 +15,7 @@ from schemas.queries import OrderFilters
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
-from service.store.rollups import global_stats
+from service.store.rollups.reads import global_stats
 
 TOP_CUSTOMERS = 10
 

@@ -27,17 +27,16 @@ from service.store.client import ORDERS, Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
-from service.store.rollups import (
+from service.store.rollups.applier import RollupApplier
+from service.store.rollups.build import ensure_rollups
+from service.store.rollups.lease import LeaseLost, fenced
+from service.store.rollups.reads import global_stats
+from service.store.rollups.schema import (
     BUILT,
     ORDER_COUNTS,
     ROLLUP_STATE,
     STATUS_COUNTS,
-    LeaseLost,
-    RollupApplier,
-    _fenced,
     ensure_rollup_indexes,
-    ensure_rollups,
-    global_stats,
 )
 from service.store.stats import OrderStats
 from tests.e2e.waiting import eventually
@@ -340,7 +339,7 @@ async def test_a_build_whose_builder_died_is_taken_over_and_fenced(
         await db[ORDER_COUNTS].insert_one({"_id": "stale"})
 
     with pytest.raises(LeaseLost):
-        await _fenced(db, 1, write)
+        await fenced(db, 1, write)
     assert await db[ORDER_COUNTS].count_documents({"_id": "stale"}) == 0
     while await RollupApplier(client, db, currency="EUR").apply_once():
         pass

@@ -1,0 +1,229 @@
+"""Building the rollups from the orders, once: when they never were (orders loaded before
+this version, or directly into the database) or an earlier version built them. One process
+builds under the lease (`lease`); the others wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from orders_vocabulary.money import ZERO
+from service.domain.statuses import NO_REVENUE
+from service.store.client import ORDERS, Document
+from service.store.rollups.deltas import PENDING_DELTAS
+from service.store.rollups.lease import LEASE_SECONDS, LeaseLost, fenced, leased, take_lease
+from service.store.rollups.schema import (
+    BUILT,
+    CUSTOMER_COUNTS,
+    ORDER_COUNTS,
+    ROLLUP_STATE,
+    STATUS_COUNTS,
+)
+
+log = logging.getLogger(__name__)
+
+WRITE_CHUNK = 1000
+"""Rollup documents a build writes (or removes) per fenced transaction."""
+
+BuildStep = Callable[[str], Awaitable[None]]
+"""Called between the steps of a build with the step's name (tests write meanwhile)."""
+
+
+async def ensure_rollups(
+    db: AsyncDatabase[Document],
+    currency: str,
+    *,
+    lease_seconds: float = LEASE_SECONDS,
+    between_steps: BuildStep | None = None,
+) -> None:
+    """Build the rollups from the orders once, if they never were (orders loaded before this
+    version, or directly into the database). Runs at start-up, before consuming.
+
+    One process builds, under a lease on the marker that it renews while it works; the
+    others wait as long as the lease is renewed, and take the build over only once it
+    lapses (its builder died). Every write of a build is fenced by the lease's token, so a
+    builder that lost its lease cannot write any more. The rollups are what the orders
+    held at one snapshot minus the deltas still pending in that snapshot: whatever changes
+    meanwhile stays pending and is applied afterwards, so nothing is counted twice or lost.
+    Until the build is done, appliers apply nothing and stats are computed from the orders.
+    """
+    state = db[ROLLUP_STATE]
+    owner = uuid.uuid4().hex
+    waiting_logged = False
+    while True:
+        token = await take_lease(state, owner, lease_seconds)
+        if token is None:
+            return  # built
+        if token == 0:  # another process holds a live lease: wait for it
+            if not waiting_logged:
+                log.info("another process builds the stats rollups; waiting for it")
+                waiting_logged = True
+            await asyncio.sleep(min(1.0, lease_seconds / 3))
+            continue
+        try:
+            await leased(db, token, lease_seconds, _build(db, currency, token, between_steps))
+        except LeaseLost:
+            log.warning("another process took the rollup build over; waiting for it")
+            continue
+        return
+
+
+async def _build(
+    db: AsyncDatabase[Document], currency: str, token: int, between_steps: BuildStep | None
+) -> None:
+    async def step(name: str) -> None:
+        if between_steps is not None:
+            await between_steps(name)
+
+    async def write(rollup: str, docs: list[Document]) -> None:
+        async def insert(session: AsyncClientSession) -> None:
+            await db[rollup].insert_many(docs, session=session)
+
+        if docs:
+            await fenced(db, token, insert)
+
+    log.info("building the stats rollups from the orders")
+    await step("leased")
+    for rollup in (ORDER_COUNTS, CUSTOMER_COUNTS, STATUS_COUNTS):
+        while ids := [
+            doc["_id"] for doc in await db[rollup].find({}, {"_id": 1}).limit(WRITE_CHUNK).to_list()
+        ]:
+
+            async def delete(
+                session: AsyncClientSession, rollup: str = rollup, ids: list[Any] = ids
+            ) -> None:
+                await db[rollup].delete_many({"_id": {"$in": ids}}, session=session)
+
+            await fenced(db, token, delete)
+    await step("emptied")
+    async with db.client.start_session(snapshot=True) as snapshot:
+        # what the orders hold at one snapshot, minus the deltas pending in it (they are in
+        # the orders already, and the applier adds them afterwards)
+        pending = await (
+            await db[ORDERS].aggregate(list(PENDING_DELTAS), session=snapshot)
+        ).to_list()
+        await step("snapshot")
+        buckets = await _bucket_counts(db, snapshot, pending)
+        statuses: dict[str, int] = defaultdict(int)
+        for bucket in buckets:
+            statuses[bucket["_id"]["status"]] += bucket["n"]
+        await write(ORDER_COUNTS, buckets)
+        await write(STATUS_COUNTS, [{"_id": s, "n": n} for s, n in statuses.items() if n])
+        await step("counted orders")
+        chunk: list[Document] = []
+        async for customer in _customer_counts(db, snapshot, pending, currency):
+            chunk.append(customer)
+            if len(chunk) >= WRITE_CHUNK:
+                await write(CUSTOMER_COUNTS, chunk)
+                chunk = []
+        await write(CUSTOMER_COUNTS, chunk)
+    await step("counted customers")
+
+    async def finish(session: AsyncClientSession) -> None:
+        await db[ROLLUP_STATE].update_one(
+            {"_id": BUILT}, {"$set": {"done": True}, "$unset": {"until": ""}}, session=session
+        )
+
+    await fenced(db, token, finish)
+
+
+async def _bucket_counts(
+    db: AsyncDatabase[Document], snapshot: AsyncClientSession, pending: list[Document]
+) -> list[Document]:
+    """`order_counts` as of the snapshot: orders and total per UTC day, status and currency."""
+    counts: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+    cursor = await db[ORDERS].aggregate(
+        [
+            {
+                "$group": {
+                    "_id": {
+                        "day": {
+                            "$dateToString": {
+                                "format": "%Y-%m-%d",
+                                "date": "$created_at",
+                                "timezone": "UTC",
+                            }
+                        },
+                        "status": "$status",
+                        "currency": "$currency",
+                    },
+                    "n": {"$sum": 1},
+                    "t": {"$sum": "$total"},
+                }
+            }
+        ],
+        session=snapshot,
+    )
+    async for row in cursor:
+        key = row["_id"]
+        counts[key["day"], key["status"], key["currency"]] = [row["n"], row["t"]]
+    for delta in pending:
+        if "day" in delta:
+            bucket = counts[delta["day"], delta["status"], delta["currency"]]
+            bucket[0] -= delta["n"]
+            bucket[1] -= delta["t"]
+    return [
+        {"_id": {"day": day, "status": status, "currency": cur}, "n": n, "t": t}
+        for (day, status, cur), (n, t) in counts.items()
+        if n or t
+    ]
+
+
+async def _customer_counts(
+    db: AsyncDatabase[Document],
+    snapshot: AsyncClientSession,
+    pending: list[Document],
+    currency: str,
+) -> AsyncIterator[Document]:
+    """`customer_counts` as of the snapshot, streamed: orders and kept revenue per currency."""
+    deltas: dict[str, list[Document]] = defaultdict(list)
+    for delta in pending:
+        if "customer_id" in delta:
+            deltas[delta["customer_id"]].append(delta)
+    kept = {"$not": [{"$in": ["$status", sorted(str(s) for s in NO_REVENUE)]}]}
+    cursor = await db[ORDERS].aggregate(
+        [
+            {
+                "$group": {
+                    "_id": {"customer": "$customer_id", "currency": "$currency"},
+                    "n": {"$sum": 1},
+                    "kept": {"$sum": {"$cond": [kept, "$total", Decimal("0")]}},
+                }
+            },
+            {
+                "$group": {
+                    "_id": "$_id.customer",
+                    "n": {"$sum": "$n"},
+                    "kept": {"$push": {"k": "$_id.currency", "v": "$kept"}},
+                }
+            },
+        ],
+        session=snapshot,
+    )
+
+    def counted(customer: str, n: int, by_currency: dict[str, Decimal]) -> Document | None:
+        for delta in deltas.pop(customer, ()):
+            n -= delta["n"]
+            by_currency[delta["currency"]] = (
+                by_currency.get(delta["currency"], ZERO) - delta["kept"]
+            )
+        if not n and not any(by_currency.values()):
+            return None
+        return {"_id": customer, "n": n, "kept": {currency: ZERO} | by_currency}
+
+    async for row in cursor:
+        doc = counted(row["_id"], row["n"], {k["k"]: k["v"] for k in row["kept"]})
+        if doc is not None:
+            yield doc
+    for customer in list(deltas):  # deltas of customers without orders (none, normally)
+        doc = counted(customer, 0, {})
+        if doc is not None:
+            yield doc

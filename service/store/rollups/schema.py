@@ -1,0 +1,37 @@
+"""The rollups' collections, the marker of a completed build, and their indexes."""
+
+from __future__ import annotations
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.store.client import ORDERS, Document
+from service.store.rollups.deltas import PENDING
+
+ORDER_COUNTS = "order_counts"
+CUSTOMER_COUNTS = "customer_counts"
+STATUS_COUNTS = "status_counts"
+ROLLUP_STATE = "rollup_state"
+BUILT = "built-v2"
+"""The marker of a completed build; a new name when the rollups change shape, so a worker
+of this version rebuilds rollups an earlier version made (v2 added `status_counts`)."""
+
+
+async def built(db: AsyncDatabase[Document], session: AsyncClientSession) -> bool:
+    """Whether the rollups are built (as `session` sees them)."""
+    marker = await db[ROLLUP_STATE].find_one({"_id": BUILT}, {"done": 1}, session=session)
+    return bool(marker is not None and marker.get("done"))
+
+
+async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> None:
+    await db[CUSTOMER_COUNTS].create_index(
+        [(f"kept.{currency}", DESCENDING), ("n", DESCENDING), ("_id", 1)],
+        name=f"top_{currency}",
+    )
+    await db[CUSTOMER_COUNTS].create_index([("n", 1)], name="orders")
+    await db[ORDERS].create_index(
+        [("rollups_pending._d", 1)],
+        name="rollups_pending",
+        partialFilterExpression=PENDING,
+    )
