@@ -21,15 +21,15 @@ from service import amqp_decoding
 from service.application.handlers import OrderHandlers
 from service.bootstrap import cancel, open_core
 from service.config import Settings
-from service.handlers.delivery import Courier
-from service.handlers.orders import order_router
-from service.handlers.watchdog import ConsumerWatchdog
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.outbox import OutboxRelay
 from service.topology import ACTION, topology
+from service.worker.delivery import Courier
+from service.worker.orders import order_router
+from service.worker.watchdog import ConsumerWatchdog
 
 CATALOGUE_DESCRIPTION = (
     "The orders worker's messages: commands and queries on the `orders` exchange (topic), "

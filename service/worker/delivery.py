@@ -29,9 +29,13 @@ from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
 from service.failpoints import Failpoints
-from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
-from service.handlers.replies import ReplyQueues
-from service.handlers.retries import (
+from service.logs import log_context
+from service.metrics import ServiceMetrics
+from service.store.outbox import PendingEvent
+from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
+from service.wire import decode_object, encode, payload_for_rejection
+from service.worker.replies import ReplyQueues
+from service.worker.retries import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
     ERROR_CODE_HEADER,
@@ -40,11 +44,7 @@ from service.handlers.retries import (
     RetryPolicy,
     carried_headers,
 )
-from service.logs import log_context
-from service.metrics import ServiceMetrics
-from service.store.outbox import PendingEvent
-from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
-from service.wire import decode_object, encode, payload_for_rejection
+from service.worker.sequencing import Abandoned, Draining, OrderedRunner, Turn
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class Courier:
     ) -> None:
         """Send a message whose handler failed unexpectedly round the delay queue of its
         attempt; it comes back to its own queue, through the requeue exchange, when the
-        delay has passed (service/handlers/retries.py)."""
+        delay has passed (service/worker/retries.py)."""
         raw = message.raw_message
         await self._broker.publish(
             message.body,
