@@ -121,7 +121,7 @@ class Worker:
                 on_connect=watch,
             ) as core:
                 self.relay = core.relay
-                self.courier.ordering.lookup = core.store.id_of
+                self.courier.admission.sequencing.lookup = core.store.id_of
                 self.handlers.service = core.orders
                 self.background = core.background
                 yield
@@ -140,7 +140,7 @@ class Worker:
         """Let the admitted actions finish, then close their channel without cancelling the
         consumer: RabbitMQ requeues what this worker still held, in its place, before the
         next single active consumer takes over, so per-order order survives a shutdown."""
-        await self.courier.drain_ordered(grace=self.settings.shutdown_seconds / 2)
+        await self.courier.admission.drain_ordered(grace=self.settings.shutdown_seconds / 2)
         for subscriber in self.broker.subscribers:
             queue = getattr(subscriber, "_queue_obj", None)
             if subscriber.queue.name == ACTION and queue is not None:  # type: ignore[attr-defined]
