@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry
 from service.app import Worker, catalogue
 from service.config import Settings
 from service.gateway.app import create_app
-from service.handlers.asyncapi_docs import EVENTS, REPLY_TO
 from service.metrics import ServiceMetrics
 from service.topology import ROUTING_KEYS
+from service.worker.asyncapi_docs import EVENTS, REPLY_TO
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
 OPENAPI_DOCUMENT = DOCUMENT.with_name("openapi.json")

@@ -17,7 +17,7 @@ record: a header decoded from the wire is never an `Undecodable`. A property tha
 client layer would choke on after decoding is recorded in the same way: a `delivery_mode`
 other than 1 or 2 (aio-pika raises) or an `expiration` that is not a number.
 
-The Courier (service/handlers/delivery.py) refuses a message with that record as
+The Courier (service/worker/delivery.py) refuses a message with that record as
 `bad_request` and dead-letters it with `republishable` headers. Well-formed headers keep
 taking pamqp's own path, unchanged. The HTTP gateway consumes nothing, so it needs none of
 this.

@@ -21,15 +21,15 @@ from service import amqp_decoding
 from service.application.handlers import OrderHandlers
 from service.bootstrap import cancel, open_core
 from service.config import Settings
-from service.handlers.delivery import Courier
-from service.handlers.orders import order_router
-from service.handlers.watchdog import ConsumerWatchdog
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.outbox import OutboxRelay
 from service.topology import ACTION, topology
+from service.worker.delivery import Courier
+from service.worker.orders import order_router
+from service.worker.watchdog import ConsumerWatchdog
 
 CATALOGUE_DESCRIPTION = (
     "The orders worker's messages: commands and queries on the `orders` exchange (topic), "
@@ -121,7 +121,7 @@ class Worker:
                 on_connect=watch,
             ) as core:
                 self.relay = core.relay
-                self.courier.ordering.lookup = core.store.id_of
+                self.courier.admission.sequencing.lookup = core.store.id_of
                 self.handlers.service = core.orders
                 self.background = core.background
                 yield
@@ -140,7 +140,7 @@ class Worker:
         """Let the admitted actions finish, then close their channel without cancelling the
         consumer: RabbitMQ requeues what this worker still held, in its place, before the
         next single active consumer takes over, so per-order order survives a shutdown."""
-        await self.courier.drain_ordered(grace=self.settings.shutdown_seconds / 2)
+        await self.courier.admission.drain_ordered(grace=self.settings.shutdown_seconds / 2)
         for subscriber in self.broker.subscribers:
             queue = getattr(subscriber, "_queue_obj", None)
             if subscriber.queue.name == ACTION and queue is not None:  # type: ignore[attr-defined]

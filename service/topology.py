@@ -6,8 +6,8 @@ a handler fault: worker --r1.orders.place--> orders.retry (topic)
     --> queue orders.retry.1.<ms>ms (TTL) --expired--> orders.requeue (topic)
     --*.orders.place--> queue orders.place again, up to len(retry_delays) times
 then: worker --orders.place--> orders.dlx --#--> orders.dead
-(an action is retried in place instead, in its order's turn: service/handlers/delivery.py;
-the attempt count comes from this round, never from a header: service/handlers/retries.py)
+(an action is retried in place instead, in its order's turn: service/worker/delivery.py;
+the attempt count comes from this round, never from a header: service/worker/retries.py)
 """
 
 from __future__ import annotations

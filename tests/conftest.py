@@ -1,5 +1,6 @@
 """Session fixtures: an embedded MongoDB replica set and a private RabbitMQ vhost; a mongod of
-a test's own (``private_mongo``) for the tests that stop it.
+a test's own (``private_mongo``) for the tests that stop it. Tests marked ``restarts_broker``
+run after all the others.
 
 Nothing here imports ``service``: the e2e tests must stay black-box.
 """
@@ -7,13 +8,30 @@ Nothing here imports ``service``: the e2e tests must stay black-box.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
 import pytest
 
 from devtools import rabbitmq
 from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
+
+RESTARTS_BROKER = "restarts_broker"
+"""The marker of tests that restart the shared RabbitMQ (it drops every connection)."""
+
+
+def broker_restarts_last(items: Sequence[pytest.Item]) -> list[pytest.Item]:
+    """The tests in their collected order, those marked `restarts_broker` moved to the end
+    (in their own order), so that no other test loses its connections to the restart."""
+    others: list[pytest.Item] = []
+    marked: list[pytest.Item] = []
+    for item in items:
+        (others if item.get_closest_marker(RESTARTS_BROKER) is None else marked).append(item)
+    return others + marked
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items[:] = broker_restarts_last(items)
 
 
 @pytest.fixture(scope="session")

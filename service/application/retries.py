@@ -11,8 +11,9 @@ from typing import TypeVar
 
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 
-log = logging.getLogger("service.handlers.delivery")
-"""The logger the "storage unavailable" lines have always been written under."""
+log = logging.getLogger("service.worker.delivery")
+"""The courier's logger (service/worker/delivery.py): the "storage unavailable" lines sit
+with the refusals and failures it logs."""
 
 T = TypeVar("T")
 

@@ -1,4 +1,5 @@
-"""The one error vocabulary. Each error knows its contract code; `handlers.replies` maps them."""
+"""The one error vocabulary. Each error knows its contract code; `application.errors` renders
+them."""
 
 from __future__ import annotations
 

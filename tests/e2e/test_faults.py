@@ -1,7 +1,7 @@
 """Real faults, injected for real: a crash between commit and publish, MongoDB down, a poison
 message, and several workers keeping per-order order. No mocks of the broker or the database.
 
-The broker restart lives in ``test_zz_broker_restart.py`` (it drops every connection).
+The broker restart lives in ``test_broker_restart.py`` (it drops every connection).
 """
 
 from __future__ import annotations

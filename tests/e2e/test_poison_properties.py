@@ -173,7 +173,7 @@ async def test_poison_properties_are_dead_lettered_and_orders_keep_flowing(
 
     # Each was logged as an error and counted.
     log = worker.log_path.read_bytes()[log_start:]
-    assert log.count(b"ERROR service.handlers.delivery undecodable message properties") >= len(
+    assert log.count(b"ERROR service.worker.delivery undecodable message properties") >= len(
         [p for p in poison if p.kind in POISON_PROPERTIES]
     )
     for routing_key in WORK_QUEUES:

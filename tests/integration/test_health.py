@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo import AsyncMongoClient
 
 from devtools.embedded_mongo import free_port
-from service.handlers.watchdog import ConsumerWatchdog
 from service.health import HealthServer, Phase, Readiness
 from service.store.client import Document
+from service.worker.watchdog import ConsumerWatchdog
 
 QUEUE = "health.check"  # the test vhost goes at the end of the session
 

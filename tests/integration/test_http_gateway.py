@@ -898,7 +898,7 @@ class RetrySeen(logging.Handler):
 
 @contextlib.contextmanager
 def watching_retries() -> Iterator[asyncio.Event]:
-    logger = logging.getLogger("service.handlers.delivery")
+    logger = logging.getLogger("service.worker.delivery")
     handler = RetrySeen()
     logger.addHandler(handler)
     try:

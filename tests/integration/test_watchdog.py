@@ -6,7 +6,7 @@ import asyncio
 
 from faststream.rabbit import RabbitBroker, RabbitQueue
 
-from service.handlers.watchdog import ConsumerWatchdog, consumer_attached
+from service.worker.watchdog import ConsumerWatchdog, consumer_attached
 
 
 async def test_a_vanished_consumer_is_noticed_and_started_again(amqp_url: str) -> None:

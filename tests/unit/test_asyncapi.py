@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 from devtools.catalogue import DOCUMENT, NEUTRAL_AMQP_URL, document, dumps, example, render
 from schemas import commands, events, orders, queries, replies
 from service.application.parsing import parse, parse_action
-from service.handlers.asyncapi_docs import AnyReply
+from service.worker.asyncapi_docs import AnyReply
 
 COMMANDS_AND_QUERIES = (
     "orders.place",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.config import Settings
-from service.handlers.replies import ReplyQueues
+from service.worker.replies import ReplyQueues
 
 
 @pytest.mark.parametrize(

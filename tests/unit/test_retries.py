@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from service.failpoints import FAIL_HANDLER, Failpoints, InjectedFault
-from service.handlers.retries import IGNORED_HEADER, RetryPolicy, carried_headers, encodable
+from service.worker.retries import IGNORED_HEADER, RetryPolicy, carried_headers, encodable
 
 POLICY = RetryPolicy("orders.requeue", (1000, 5000, 15000))
 

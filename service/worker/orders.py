@@ -9,7 +9,8 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
 from service.application.handlers import OrderHandlers
-from service.handlers.asyncapi_docs import (
+from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
+from service.worker.asyncapi_docs import (
     GetOrderBody,
     ListOrdersBody,
     ListStatusesBody,
@@ -18,15 +19,14 @@ from service.handlers.asyncapi_docs import (
     PlaceOrderBody,
     document_outputs,
 )
-from service.handlers.delivery import Courier
-from service.topology import ACTION, GET, LIST, PLACE, STATS, STATUSES, Topology
+from service.worker.delivery import Courier
 
 
 async def keep_bytes(message: RabbitMessage) -> bytes:
     """Decoder: the body stays raw bytes; `Courier` parses it and owns every error.
 
     The subscribers' `body` is these bytes; its annotation (`PlaceOrderBody`, ...) only
-    names the model the AsyncAPI document shows (service/handlers/asyncapi_docs.py)."""
+    names the model the AsyncAPI document shows (service/worker/asyncapi_docs.py)."""
     return message.body
 
 
@@ -63,7 +63,7 @@ def order_router(
         await courier.serve(message, handlers.place)
 
     # A channel of its own: its delivery tags number the actions alone, which is what
-    # keeps per-order order (see handlers/ordering.py).
+    # keeps per-order order (see worker/sequencing.py).
     @subscribe(
         ACTION,
         "Act on an order (OrderAction: update_status, cancel, complete, update_metadata), "

@@ -1,4 +1,4 @@
-"""Per-order ordering inside one worker.
+"""Per-order sequencing inside one worker.
 
 RabbitMQ delivers a queue's messages in order, but FastStream runs each delivery as its own
 task, and tasks reach the handler in any order. `DeliveryGate` admits deliveries of one

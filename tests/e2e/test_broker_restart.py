@@ -2,8 +2,8 @@
 publishing resumes, and nothing acknowledged is lost.
 
 It restarts the broker application (`rabbitmqctl stop_app` / `start_app`), which drops every
-connection, so it runs last among the e2e modules (hence the name) and reconnects the shared
-test client afterwards.
+connection, so it is marked `restarts_broker`: tests/conftest.py runs such tests after all
+the others. It reconnects the shared test client afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import aio_pika
 import httpx
+import pytest
 import pytest_asyncio
 from aio_pika.abc import AbstractRobustConnection
 from pymongo import AsyncMongoClient
@@ -27,6 +28,8 @@ from .amqp_client import AmqpClient
 from .contract import STATUSES, new_customer_id, simple_order
 from .gateway import start_gateway, stop_gateway, wait_until_serving
 from .worker import WorkerLauncher, new_database, wait_until_ready
+
+pytestmark = pytest.mark.restarts_broker
 
 ORDERS = 150
 WORK_QUEUES = (

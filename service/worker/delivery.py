@@ -1,8 +1,12 @@
-"""One wrapper around every handler: decode, run, reply or dead-letter, then ack.
+"""The courier's outcome policy: what each delivery's result becomes.
 
-This is the one place where errors become the contract's replies. Transient failures
-(MongoDB unreachable) are retried with backoff, never turned into a rejection, until
-`transient_retry_seconds` have passed; then the message is dead-lettered.
+One wrapper around every subscriber: decode, run, then reply, dead-letter, send round the
+retry delays or retry in place (ordered work), and ack or nack. This is the one place where
+errors become the contract's replies. Transient failures (MongoDB unreachable) are retried
+with backoff, never turned into a rejection, until `transient_retry_seconds` have passed;
+then the message is dead-lettered. When a delivery may start and what it holds meanwhile
+(the byte budget, the per-order gate and turns, the in-flight count) is admission's
+business (service/worker/admission.py).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -24,15 +28,18 @@ from service.application.clock import utc_now
 from service.application.delivery import Delivery
 from service.application.errors import error_reply
 from service.application.retries import TransientExhausted, with_retries
-from service.budget import ByteBudget
 from service.config import Settings
 from service.domain import events
 from service.domain.errors import OrderError
 from service.domain.records import PendingEvent
 from service.failpoints import Failpoints
-from service.handlers.ordering import Abandoned, Draining, OrderedRunner, Turn
-from service.handlers.replies import ReplyQueues
-from service.handlers.retries import (
+from service.logs import log_context
+from service.metrics import ServiceMetrics
+from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
+from service.wire import decode_object, encode, payload_for_rejection
+from service.worker.admission import Admission
+from service.worker.replies import ReplyQueues
+from service.worker.retries import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
     ERROR_CODE_HEADER,
@@ -41,14 +48,9 @@ from service.handlers.retries import (
     RetryPolicy,
     carried_headers,
 )
-from service.logs import log_context
-from service.metrics import ServiceMetrics
-from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
-from service.wire import decode_object, encode, payload_for_rejection
+from service.worker.sequencing import Abandoned, Turn
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 Work = Callable[[dict[str, Any], Delivery], Awaitable[dict[str, Any]]]
 """A use case bound to its parsing: body and delivery in, the reply's envelope out."""
@@ -99,11 +101,7 @@ class Courier:
         self._retries = RetryPolicy(topology.requeue.name, topology.retry_delays)
         self._reply_queues = ReplyQueues(settings.reply_queue_pattern)
         self._failpoints = Failpoints(settings.failpoints)
-        self.ordering = OrderedRunner()
-        self.budget = ByteBudget(settings.max_in_flight_bytes)
-        self._ordered_in_flight = 0
-        self._ordered_idle = asyncio.Event()
-        self._ordered_idle.set()
+        self.admission = Admission(settings.max_in_flight_bytes)
 
     async def serve(
         self,
@@ -122,19 +120,15 @@ class Courier:
             routing_key=routing_key,
         ):
             if not ordered:
-                async with self.budget.hold(len(message.body)):
+                async with self.admission.hold(len(message.body)):
                     await self._serve(message, work, routing_key, allow_empty=allow_empty)
                 return
-            try:
-                await self.ordering.gate.admit(_channel_of(raw), raw.delivery_tag or 0)
-            except (Draining, Abandoned):
+            turn = await self.admission.admit_ordered(_channel_of(raw), raw.delivery_tag or 0)
+            if turn is None:
                 return  # left unacked: requeued in its place when the channel closes
-            self._ordered_in_flight += 1
-            self._ordered_idle.clear()
-            turn = self.ordering.turn()
             try:
                 # asked for in admission order: first come first served, so no deadlock
-                async with self.budget.hold(len(message.body)):
+                async with self.admission.hold(len(message.body)):
                     await self._serve(
                         message, work, routing_key, allow_empty=allow_empty, turn=turn
                     )
@@ -145,17 +139,7 @@ class Courier:
                     await message.nack(requeue=True)
                 raise
             finally:
-                turn.release()
-                self._ordered_in_flight -= 1
-                if not self._ordered_in_flight:
-                    self._ordered_idle.set()
-
-    async def drain_ordered(self, grace: float) -> None:
-        """Shutting down: admit no more ordered deliveries and let the admitted ones finish,
-        so that closing the channel hands the rest, in order, to the next active consumer."""
-        self.ordering.gate.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ordered_idle.wait(), grace)
+                self.admission.release(turn)
 
     async def _serve(
         self,
@@ -252,7 +236,7 @@ class Courier:
         attempt = self._attempt(work, body, delivery, message.body)
         if turn is None:
             return await attempt()
-        return await self.ordering.run(
+        return await self.admission.in_turn(
             turn, body, lambda: self._retry_in_place(attempt, message, routing_key, made)
         )
 
@@ -304,7 +288,7 @@ class Courier:
     ) -> None:
         """Send a message whose handler failed unexpectedly round the delay queue of its
         attempt; it comes back to its own queue, through the requeue exchange, when the
-        delay has passed (service/handlers/retries.py)."""
+        delay has passed (service/worker/retries.py)."""
         raw = message.raw_message
         await self._broker.publish(
             message.body,

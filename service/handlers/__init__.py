@@ -1,1 +1,0 @@
-"""FastStream subscribers: message in -> use case -> reply out. Thin."""
