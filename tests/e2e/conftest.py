@@ -32,10 +32,12 @@ def worker_process(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[Worker]:
-    """Start the worker for this module; SIGTERM (then SIGKILL) it at the end."""
+    """Start the worker for this module, with the module's ``WORKER_ENV`` (settings of its
+    own, if it has any); SIGTERM (then SIGKILL) it at the end."""
     log_path = tmp_path_factory.mktemp("e2e-worker") / "worker.log"
     request.config.stash[WORKER_LOG] = log_path
-    worker = start_worker(amqp_url, mongo_url, new_database(), log_path)
+    env: dict[str, str] = getattr(request.module, "WORKER_ENV", {})
+    worker = start_worker(amqp_url, mongo_url, new_database(), log_path, env)
     try:
         yield worker
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -27,31 +27,12 @@ from .contract import (
     simple_order,
 )
 from .waiting import eventually
-from .worker import WORKER_LOG, Worker, new_database, start_worker, stop_worker
 
 ALLOWED_PREFIX = "e2e.replies."
 
 
-@pytest.fixture(scope="module")
-def worker_process(
-    amqp_url: str,
-    mongo_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[Worker]:
-    log_path = tmp_path_factory.mktemp("e2e-reply-to") / "worker.log"
-    request.config.stash[WORKER_LOG] = log_path
-    worker = start_worker(
-        amqp_url,
-        mongo_url,
-        new_database(),
-        log_path,
-        {"ORDERS_REPLY_QUEUE_PATTERN": r"e2e\.replies\..+"},
-    )
-    try:
-        yield worker
-    finally:
-        stop_worker(worker)
+WORKER_ENV = {"ORDERS_REPLY_QUEUE_PATTERN": r"e2e\.replies\..+"}
+"""The worker of this module also replies to queues named `e2e.replies.<anything>`."""
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -21,7 +21,7 @@ import pytest
 from .amqp_client import AmqpClient, DeadLetter, DeadLetterReader, EventCollector
 from .contract import get_order, list_orders, new_customer_id, place, simple_order
 from .waiting import eventually
-from .worker import WORKER_LOG, Worker, new_database, start_worker, stop_worker
+from .worker import Worker
 
 DELAYS_MS = (300, 600)
 ATTEMPTS = len(DELAYS_MS) + 1
@@ -33,29 +33,11 @@ def failing(times: int | None = None) -> str:
     return ALWAYS if times is None else f"{ALWAYS}:{times}"
 
 
-@pytest.fixture(scope="module")
-def worker_process(
-    amqp_url: str,
-    mongo_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[Worker]:
-    log_path = tmp_path_factory.mktemp("e2e-retries") / "worker.log"
-    request.config.stash[WORKER_LOG] = log_path
-    worker = start_worker(
-        amqp_url,
-        mongo_url,
-        new_database(),
-        log_path,
-        {
-            "ORDERS_FAILPOINTS": '["fail-handler"]',
-            "ORDERS_RETRY_DELAYS_MS": f"[{DELAYS_MS[0]}, {DELAYS_MS[1]}]",
-        },
-    )
-    try:
-        yield worker
-    finally:
-        stop_worker(worker)
+WORKER_ENV = {
+    "ORDERS_FAILPOINTS": '["fail-handler"]',
+    "ORDERS_RETRY_DELAYS_MS": f"[{DELAYS_MS[0]}, {DELAYS_MS[1]}]",
+}
+"""The worker of this module fails marked messages, and waits short delays between tries."""
 
 
 def failures(worker: Worker, message_id: str, routing_key: str) -> int:
