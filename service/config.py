@@ -43,10 +43,11 @@ class Settings(BaseSettings):
     prefetch: Annotated[int, Field(ge=1, le=10_000)] = 32
     delivery_limit: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=20,
-        description="How often a work queue (a quorum queue) hands one message out before "
-        "the broker dead-letters it (`x-first-death-reason: delivery_limit`). Each nack, "
-        "crash or shutdown hand-over counts, for every message the worker held (up to "
-        "`prefetch`). Changing it changes the queues' arguments: `make migrate-queues`.",
+        description="How many times a message may come back to its work queue (a quorum "
+        "queue) unacked and be delivered again: each nack with requeue, crash or shutdown "
+        "hand-over counts, for every message the worker held (up to `prefetch`); the next "
+        "return dead-letters it (`x-first-death-reason: delivery_limit`). Changing it "
+        "changes the queues' arguments: `make migrate-queues`.",
     )
     queue_max_length: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
