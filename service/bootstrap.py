@@ -168,6 +168,14 @@ class StaleQueues(Exception):
         )
 
 
+async def check_queues(url: str, names: Topology) -> None:
+    """Declare the topology once, without waiting for RabbitMQ: raises StaleQueues when
+    queues of an older version are in the way (a process checks this before it starts
+    serving, so it can stop with one clear error), an AMQP or OS error when RabbitMQ is not
+    reachable yet (open_core then waits for it)."""
+    await _declare(url, names)
+
+
 async def _declare(url: str, names: Topology) -> None:
     """Exchanges the handlers publish to, the retry round and the dead letters, declared
     before consuming starts, on a connection of its own (FastStream caches the queues it

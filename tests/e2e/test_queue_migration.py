@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp.common import FieldTable
 
 from devtools import rabbitmq
+from devtools.embedded_mongo import free_port
 from service.app import EXIT_STALE_QUEUES
 from service.config import Settings
 from service.migrate_queues import SUFFIX, migrate
@@ -297,3 +301,29 @@ async def test_a_run_stopped_midway_is_finished_by_the_next(
     assert "orders.dead" + SUFFIX not in types
     taken = await drain(channel, "orders.dead")
     assert [m.message_id for m in taken] == [f"dead-{n:05}" for n in range(100)]
+
+
+async def test_the_gateway_refuses_them_too(
+    legacy_url: str, mongo_url: str, channel: AbstractChannel
+) -> None:
+    await declare_previous_version(channel)
+    env = {
+        **os.environ,
+        "ORDERS_AMQP_URL": legacy_url,
+        "ORDERS_MONGO_URL": mongo_url,
+        "ORDERS_API_PORT": str(free_port()),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "service.gateway"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == EXIT_STALE_QUEUES, output
+    assert "make migrate-queues" in output
+    assert "orders.action" in output
+    assert "Traceback" not in output
