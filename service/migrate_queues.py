@@ -8,7 +8,8 @@ with the bindings the service gives it (service/topology.py, `Topology.declarati
 
 1. declare `Q.migrating`, a quorum queue of no bindings;
 2. move Q's messages into it while Q is still bound, so producers keep publishing into Q;
-3. bind `Q.migrating` as Q is bound, unbind Q, move what is left, delete Q once it is empty
+3. hand Q's bindings over one by one (bind `Q.migrating`, then unbind Q), move what is left,
+   delete Q once it is empty
    (quorum queues refuse `if-empty`: a message published to Q by its name, on the default
    exchange, in the instant between the last check and the delete would be lost);
 4. declare Q as this version does, unbound; move `Q.migrating` back into it the same way
@@ -20,7 +21,9 @@ message published in the instant both queues of a switch are bound reaches both 
 moved twice: it arrives twice (commands carry message ids, so the service applies it once),
 its second copy behind messages published just after it; one published between the last
 move and the switch can also arrive behind them. With producers stopped neither happens.
-A message without a message id gets one (the AMQP client adds it to every publish).
+A message without a message id gets one (the AMQP client adds it to every publish); a
+`user_id` is kept in the header `x-original-user-id` (RabbitMQ refuses a publish whose
+user_id is not the publishing user's). A message of a delay queue waits its delay again.
 
 Every step can run again: after a crash, running the command again finishes the job (a
 `Q.migrating` left behind is moved back into Q). Queues that have consumers are left alone
