@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop chaos bench bench-memory docs docs-gen compose-env clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop migrate-queues chaos bench bench-memory docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop chaos bench bench-memory docs docs-gen compose-env clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop migrate-queues chaos bench bench-memory docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -65,6 +65,12 @@ endef
 # The worker in the foreground; exec so Ctrl-C goes to it.
 run: install rabbitmq
 	@$(WITH_MONGO); exec $(UV) run faststream run --factory service.app:create_app
+
+# Move the messages of queues an older version declared (classic queues) into the quorum
+# queues this version declares, with every worker and gateway stopped (docs/operations.md,
+# "Upgrading to quorum queues"). ARGS=--dry-run lists what it would do.
+migrate-queues: install
+	$(UV) run python -m service.migrate_queues $(ARGS)
 
 # The HTTP gateway (uvicorn) on ORDERS_API_HOST:ORDERS_API_PORT (default 127.0.0.1:8080),
 # over the same store and events as the worker; it needs no worker running. Its /api/orders

@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 
 from service import amqp_decoding
 from service.application.handlers import OrderHandlers
-from service.bootstrap import cancel, open_core
+from service.bootstrap import StaleQueues, cancel, open_core
 from service.config import Settings
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
@@ -46,6 +46,10 @@ CATALOGUE_DESCRIPTION = (
     "256 KiB. A refused command without `reply_to` is dead-lettered to `orders.dlx` "
     "(queue `orders.dead`) and announced as `order.command_rejected`."
 )
+
+EXIT_STALE_QUEUES = 78
+"""The worker's exit code when it finds queues from an older version (EX_CONFIG)."""
+log = logging.getLogger("service")
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
@@ -163,6 +167,9 @@ class Worker:
                 self.handlers.service = core.orders
                 self.background = core.background
                 yield
+        except StaleQueues as exc:
+            log.error("%s", exc)  # noqa: TRY400 - one line that says what to do, no trace
+            raise SystemExit(EXIT_STALE_QUEUES) from None
         finally:
             self.readiness.client = None
 

@@ -32,7 +32,7 @@ from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
 from service.store.rollups.schema import ensure_rollup_indexes
 from service.store.stats import OrderStats
-from service.topology import ROUTING_KEYS, Topology
+from service.topology import Topology
 
 log = logging.getLogger("service")
 
@@ -154,10 +154,36 @@ async def _wait_until(
             return
 
 
+class StaleQueues(Exception):
+    """Queues left by an older version, declared with other arguments (a classic queue
+    where this version declares a quorum one): RabbitMQ refuses to declare them again, and
+    waiting does not help. Not an AMQPError, so the start-up wait gives up at once."""
+
+    def __init__(self, refusals: dict[str, str]) -> None:
+        self.refusals = refusals
+        listed = "; ".join(f"{name}: {reason}" for name, reason in refusals.items())
+        super().__init__(
+            f"{len(refusals)} queue(s) were declared by an older version with other "
+            f"arguments ({listed}). Stop every worker and gateway, run `make migrate-queues` "
+            "(python -m service.migrate_queues, with the same ORDERS_* settings) to move their "
+            "messages to the queues this version declares, then start the new workers."
+        )
+
+
+async def check_queues(url: str, names: Topology) -> None:
+    """Declare the topology once, without waiting for RabbitMQ: raises StaleQueues when
+    queues of an older version are in the way (a process checks this before it starts
+    serving, so it can stop with one clear error), an AMQP or OS error when RabbitMQ is not
+    reachable yet (open_core then waits for it)."""
+    await _declare(url, names)
+
+
 async def _declare(url: str, names: Topology) -> None:
     """Exchanges the handlers publish to, the retry round and the dead letters, declared
     before consuming starts, on a connection of its own (FastStream caches the queues it
-    declares with the channel it used, and the action queue needs its own channel)."""
+    declares with the channel it used, and the action queue needs its own channel).
+
+    Every queue is declared even after one is refused, so StaleQueues names them all."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -167,21 +193,29 @@ async def _declare(url: str, names: Topology) -> None:
             names.dead_letters,
             names.retry,
             names.requeue,
+            names.partition_exchange,
         ):
             await channel.declare_exchange(exchange.name, exchange.type.value, durable=True)
-        dead = await _queue(channel, names.dead_letter_queue)
-        await dead.bind(names.dead_letters.name, routing_key="#")
-        for delay in names.delay_queues():
-            queue = await _queue(channel, delay)
-            await queue.bind(names.retry.name, routing_key=delay.routing())
-        for routing_key in ROUTING_KEYS:
-            queue = await _queue(channel, names.queue(routing_key))
-            await queue.bind(names.requeue.name, routing_key=f"*.{routing_key}")
-        partitions = names.partition_exchange
-        await channel.declare_exchange(partitions.name, partitions.type.value, durable=True)
-        for partition in range(names.partitions):
-            queue = await _queue(channel, names.partition_queue(partition))
-            await queue.bind(partitions.name, routing_key=str(partition))
+        refusals: dict[str, str] = {}
+        for declaration in names.declarations():
+            try:
+                queue = await _queue(channel, declaration.queue)
+            except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                refusals[declaration.queue.name] = refusal_reason(exc)
+                channel = await connection.channel()  # a refusal closes the channel
+                continue
+            for source, routing_key in declaration.bindings:
+                await queue.bind(source, routing_key=routing_key)
+        if refusals:
+            raise StaleQueues(refusals)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """`inequivalent arg 'x-queue-type' ... received 'quorum' but current is 'classic'` out of
+    aio-pika's PRECONDITION_FAILED."""
+    text = str(exc.args[0] if exc.args else exc)
+    _, _, reason = text.partition(" - ")
+    return reason or text
 
 
 async def _queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue) -> AbstractQueue:

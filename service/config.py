@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     dead_letter_exchange: str = Field(default="orders.dlx")
     dead_letter_queue: str = Field(default="orders.dead")
     prefetch: Annotated[int, Field(ge=1, le=10_000)] = 32
+    delivery_limit: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=20,
+        description="How many times a message may come back to its work queue (a quorum "
+        "queue) unacked and be delivered again: each nack with requeue, crash or shutdown "
+        "hand-over counts, for every message the worker held (up to `prefetch`); the next "
+        "return dead-letters it (`x-first-death-reason: delivery_limit`). Changing it "
+        "changes the queues' arguments: `make migrate-queues`.",
+    )
+    queue_max_length: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Most messages waiting in one work queue; a publish to a full queue is "
+        "refused (a nack to a publisher with confirms), never dropped. Unset: unbounded. "
+        "Changing it changes the queues' arguments: `make migrate-queues`.",
+    )
     default_currency: str = Field(default="EUR", description="ISO 4217 code of new orders.")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(

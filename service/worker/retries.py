@@ -65,6 +65,10 @@ DEATH_HEADERS = frozenset(
 """Set by RabbitMQ when it dead-letters a message; on a first attempt only a producer can
 have put them there."""
 
+DELIVERY_COUNT = "x-delivery-count"
+"""Set by a quorum queue on a redelivery; left off every copy, which is a new message that
+its next queue counts afresh."""
+
 _FRESH = SERVICE_HEADERS - {IGNORED_HEADER}
 """What a retry round's copy carries that is set afresh on the next copy."""
 
@@ -112,6 +116,8 @@ def carried_headers(headers: Mapping[str, Any] | None, *, retry: bool) -> dict[s
     for name, raw in (headers or {}).items():
         value = encodable(raw)
         folded = name.lower()
+        if folded == DELIVERY_COUNT:
+            continue
         if retry:
             if folded not in _FRESH:
                 carried[name] = value

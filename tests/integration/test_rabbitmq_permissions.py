@@ -152,13 +152,9 @@ async def _declare_like_the_worker(broker: RabbitBroker, names: Topology) -> Non
     # A retry round: more `orders.*` exchanges, and a delay queue dead-lettering into one.
     retry = await broker.declare_exchange(RabbitExchange("orders.retry", ExchangeType.TOPIC))
     await broker.declare_exchange(RabbitExchange("orders.requeue", ExchangeType.TOPIC))
-    delay = await broker.declare_queue(
-        RabbitQueue(
-            "orders.retry.1.1000ms",
-            arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "orders.requeue"},
-        )
-    )
-    await delay.bind(retry, routing_key="r1.#")
+    delay_queue = names.delay_queues()[0]  # orders.retry.1.1000ms, a quorum queue
+    delay = await broker.declare_queue(delay_queue)
+    await delay.bind(retry, routing_key=delay_queue.routing())
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,12 @@ def test_values_that_are_not_utf_8_are_carried_as_byte_arrays() -> None:
     assert encodable(b"") == bytearray()
 
 
+@pytest.mark.parametrize("retry", [False, True])
+def test_the_quorum_queues_delivery_count_is_left_off_every_copy(retry: bool) -> None:
+    headers = {"x-delivery-count": 3, "X-Delivery-Count": 1, "kept": "yes"}
+    assert carried_headers(headers, retry=retry) == {"kept": "yes"}
+
+
 def test_no_headers() -> None:
     assert carried_headers(None, retry=False) == {}
     assert carried_headers({}, retry=True) == {}
