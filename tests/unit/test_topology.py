@@ -40,11 +40,18 @@ def test_dead_letters_and_delay_queues() -> None:
     }
 
 
-def test_a_partition_queue_can_dead_letter_under_the_routing_key_producers_use() -> None:
-    queue = topology(Settings()).work_queue(
-        "orders.action.0", "0", single_active_consumer=True, dead_letter_routing_key=ACTION
-    )
-    assert (queue.arguments or {})["x-dead-letter-routing-key"] == ACTION
+def test_a_partition_queue_dead_letters_under_the_routing_key_producers_use() -> None:
+    queue = topology(Settings()).partition_queue(3)
+    assert queue.name == "orders.action.3"
+    assert queue.arguments == {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 20,
+        "x-dead-letter-exchange": "orders.dlx",
+        "x-dead-letter-routing-key": ACTION,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-single-active-consumer": True,
+    }
 
 
 def test_declarations_name_every_queue_with_its_bindings() -> None:
@@ -52,4 +59,5 @@ def test_declarations_name_every_queue_with_its_bindings() -> None:
     assert declared["orders.dead"] == (("orders.dlx", "#"),)
     assert declared["orders.retry.1.1000ms"] == (("orders.retry", "r1_1000ms.#"),)
     assert declared[PLACE] == (("orders", PLACE), ("orders.requeue", f"*.{PLACE}"))
-    assert len(declared) == 1 + 3 + 6
+    assert declared["orders.action.7"] == (("orders.action.partitions", "7"),)
+    assert len(declared) == 1 + 3 + 6 + 8
