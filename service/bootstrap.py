@@ -19,6 +19,7 @@ from faststream.rabbit import RabbitQueue
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from service.amqp_connection import connect_any
 from service.application.usecases import OrderService
 from service.config import Settings
 from service.failpoints import Failpoints
@@ -156,7 +157,7 @@ async def _declare(url: str, names: Topology) -> None:
     """Exchanges the handlers publish to, the retry round and the dead letters, declared
     before consuming starts, on a connection of its own (FastStream caches the queues it
     declares with the channel it used, and the action queue needs its own channel)."""
-    connection = await aio_pika.connect(url)
+    connection = await connect_any(url)
     async with connection:
         channel = await connection.channel()
         for exchange in (
