@@ -57,3 +57,20 @@ async def test_with_every_node_down_the_last_error_is_raised(amqp_url: str) -> N
     with pytest.raises(aio_pika.exceptions.AMQPConnectionError) as failed:
         await connect_any(url)
     assert "guest" not in str(failed.value)
+
+
+async def test_fail_fast_tries_every_node_before_it_gives_up(amqp_url: str) -> None:
+    # FastStream's (and aio-pika's) default: the first connection must succeed, on some node.
+    broker = rabbit_broker(dead_node_first(amqp_url))
+    async with broker:
+        await asyncio.wait_for(broker.connect(), 10)
+
+    parts = urlsplit(amqp_url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    dead = [free_port(), free_port()]
+    url = urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{dead[0]},127.0.0.1:{dead[1]}"))
+    broker = rabbit_broker(url, reconnect_interval=30)
+    with pytest.raises(aio_pika.exceptions.AMQPConnectionError) as failed:
+        await asyncio.wait_for(broker.connect(), 10)
+    assert f"127.0.0.1:{dead[0]}, 127.0.0.1:{dead[1]}" in str(failed.value)
+    assert "guest" not in str(failed.value)
