@@ -1,5 +1,6 @@
-"""A worker's broker on the 3-node cluster: when the node it is connected to stops, or is
-killed, it reconnects to a surviving node and consumes again from the same quorum queue."""
+"""A worker's broker on the 3-node cluster: when the node it is connected to, or the node
+holding its quorum queue's leader, stops or is killed, it goes on consuming from a surviving
+node, and no message is lost."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from service.amqp_connection import rabbit_broker
 
 pytestmark = pytest.mark.cluster
 
-QUEUE = RabbitQueue("failover.check", queue_type=QueueType.QUORUM, durable=True)
 FAILOVER_SECONDS = 60
+BATCH = 20
 
 
 def connected_node(broker: RabbitBroker) -> int:
@@ -26,49 +27,78 @@ def connected_node(broker: RabbitBroker) -> int:
     return int(connection.url.port) - cluster.RABBIT_PORT_BASE
 
 
-async def publish(vhost: str, node: int, body: str) -> None:
-    """Publish `body` to the queue through node `node` only, until it is confirmed: while
+async def publish(vhost: str, node: int, queue: str, bodies: list[str]) -> None:
+    """Publish `bodies` to `queue` through node `node` only, each until it is confirmed: while
     the queue elects a new leader, RabbitMQ refuses (nacks) what is published to it."""
     connection = await aio_pika.connect(cluster.amqp_url(vhost, nodes=[node]))
     async with connection, asyncio.timeout(FAILOVER_SECONDS):
-        while True:
-            channel = await connection.channel()
-            try:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(body.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=QUEUE.name,
-                )
-            except aio_pika.exceptions.DeliveryError:
-                await asyncio.sleep(0.5)
-            else:
-                return
-            finally:
-                await channel.close()
+        for body in bodies:
+            while True:
+                channel = await connection.channel()
+                try:
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(
+                            body.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                        ),
+                        routing_key=queue,
+                    )
+                except aio_pika.exceptions.DeliveryError:
+                    await asyncio.sleep(0.5)
+                else:
+                    break
+                finally:
+                    await channel.close()
+
+
+class Inbox:
+    """The bodies a consumer received; waits until it holds a given set."""
+
+    def __init__(self) -> None:
+        self.bodies: set[str] = set()
+        self._changed = asyncio.Condition()
+
+    async def add(self, body: str) -> None:
+        async with self._changed:
+            self.bodies.add(body)
+            self._changed.notify_all()
+
+    async def holds(self, expected: set[str]) -> None:
+        async with asyncio.timeout(FAILOVER_SECONDS), self._changed:
+            await self._changed.wait_for(lambda: expected <= self.bodies)
 
 
 @pytest.mark.parametrize("fault", [cluster.stop_node, cluster.kill_node], ids=["stop", "kill"])
-async def test_the_consumer_moves_to_a_surviving_node(
-    cluster_vhost: str, fault: Callable[[int], object]
+@pytest.mark.parametrize("target", ["connected", "leader"])
+async def test_the_consumer_goes_on_from_a_surviving_node(
+    cluster_vhost: str, fault: Callable[[int], object], target: str
 ) -> None:
+    name = f"failover.{target}.{getattr(fault, '__name__', 'fault')}"
     broker = rabbit_broker(cluster.amqp_url(cluster_vhost), fail_fast=False, reconnect_interval=1)
-    received: asyncio.Queue[str] = asyncio.Queue()
+    inbox = Inbox()
 
-    @broker.subscriber(QUEUE)
+    @broker.subscriber(RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True))
     async def handle(body: str) -> None:
-        await received.put(body)
+        await inbox.add(body)
 
     async with broker:
         await broker.start()
-        down = connected_node(broker)
+        leader = cluster.queue_leader(name, cluster_vhost)
+        assert leader is not None
+        down = connected_node(broker) if target == "connected" else leader
         survivor = next(index for index in range(1, cluster.SIZE + 1) if index != down)
-        await publish(cluster_vhost, survivor, "before")
-        assert await asyncio.wait_for(received.get(), 10) == "before"
+        before = {f"before-{n}" for n in range(BATCH)}
+        await publish(cluster_vhost, survivor, name, sorted(before))
+        await inbox.holds(before)
 
         await asyncio.to_thread(fault, down)
         try:
-            await publish(cluster_vhost, survivor, "after")
-            assert await asyncio.wait_for(received.get(), FAILOVER_SECONDS) == "after"
-            assert connected_node(broker) != down
+            after = {f"after-{n}" for n in range(BATCH)}
+            await publish(cluster_vhost, survivor, name, sorted(after))
+            await inbox.holds(before | after)
+            assert inbox.bodies == before | after
+            assert cluster.queue_leader(name, cluster_vhost) not in {None, down}
+            if target == "connected":
+                assert connected_node(broker) != down
         finally:
             await asyncio.to_thread(cluster.start_node, down)
 
