@@ -180,6 +180,7 @@ class RabbitNode:
             "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
             "RABBITMQ_NODENAME": self.name,
             "RABBITMQ_NODE_IP_ADDRESS": HOST,
             "RABBITMQ_NODE_PORT": str(self.port),
@@ -288,9 +289,10 @@ def _await_node(target: RabbitNode, timeout: float = STARTUP_TIMEOUT) -> None:
         left = max(int(deadline - time.monotonic()), 1)
         try:
             rabbitmqctl(target.index, "--timeout", str(left), "await_startup", timeout=left + 15)
-        except ClusterError:
+        except ClusterError as exc:
             if time.monotonic() > deadline:
-                raise
+                log = target.base / "log" / f"{target.name}.log"
+                raise ClusterError(f"{target.name} did not start: see {log}\n{exc}") from exc
             time.sleep(0.5)
         else:
             return
