@@ -1,30 +1,23 @@
-"""A URL naming several RabbitMQ nodes, against the local broker and a port where nothing
+"""A URL naming several RabbitMQ nodes, against the local broker and ports where nothing
 listens: the worker's broker, the topology connection and the client reach the live node."""
 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from faststream.rabbit import RabbitQueue
 
-from devtools.embedded_mongo import free_port
 from orders_client import OrdersClient
+from orders_vocabulary.broker_url import hosts
 from service.amqp_connection import connect_any, rabbit_broker
-
-
-def dead_node_first(amqp_url: str) -> str:
-    """`amqp_url` with a node that refuses connections put before the live one."""
-    parts = urlsplit(amqp_url)
-    userinfo, _, live = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{free_port()},{live}"))
+from tests.broker_urls import all_nodes_down, with_nodes_down
 
 
 async def test_the_broker_skips_a_node_that_is_down(amqp_url: str) -> None:
-    url = dead_node_first(amqp_url)
-    broker = rabbit_broker(url, fail_fast=False, reconnect_interval=30)
+    broker = rabbit_broker(with_nodes_down(amqp_url), fail_fast=False, reconnect_interval=30)
     received: asyncio.Queue[str] = asyncio.Queue()
 
     @broker.subscriber(RabbitQueue("nodes.check", auto_delete=True))
@@ -39,7 +32,7 @@ async def test_the_broker_skips_a_node_that_is_down(amqp_url: str) -> None:
 
 
 async def test_a_plain_connection_and_the_client_skip_a_node_that_is_down(amqp_url: str) -> None:
-    url = dead_node_first(amqp_url)
+    url = with_nodes_down(amqp_url)
     connection = await connect_any(url)
     async with connection:
         assert isinstance(connection, aio_pika.Connection)
@@ -49,28 +42,20 @@ async def test_a_plain_connection_and_the_client_skip_a_node_that_is_down(amqp_u
 
 
 async def test_with_every_node_down_the_last_error_is_raised(amqp_url: str) -> None:
-    parts = urlsplit(amqp_url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    url = urlunsplit(
-        parts._replace(netloc=f"{userinfo}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
-    )
     with pytest.raises(aio_pika.exceptions.AMQPConnectionError) as failed:
-        await connect_any(url)
+        await connect_any(all_nodes_down(amqp_url))
     assert "guest" not in str(failed.value)
 
 
 async def test_fail_fast_tries_every_node_before_it_gives_up(amqp_url: str) -> None:
     # FastStream's (and aio-pika's) default: the first connection must succeed, on some node.
-    broker = rabbit_broker(dead_node_first(amqp_url))
+    broker = rabbit_broker(with_nodes_down(amqp_url, before=2))
     async with broker:
         await asyncio.wait_for(broker.connect(), 10)
 
-    parts = urlsplit(amqp_url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    dead = [free_port(), free_port()]
-    url = urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{dead[0]},127.0.0.1:{dead[1]}"))
+    url = all_nodes_down(amqp_url, count=3)
     broker = rabbit_broker(url, reconnect_interval=30)
     with pytest.raises(aio_pika.exceptions.AMQPConnectionError) as failed:
         await asyncio.wait_for(broker.connect(), 10)
-    assert f"127.0.0.1:{dead[0]}, 127.0.0.1:{dead[1]}" in str(failed.value)
+    assert ", ".join(hosts(url)) in str(failed.value)
     assert "guest" not in str(failed.value)
