@@ -136,5 +136,6 @@ docs: install
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
+	@if [ -d .data/cluster ] && [ -d .venv ]; then $(MAKE) --no-print-directory cluster-stop; fi
 	rm -rf .data .mypy_cache .ruff_cache .import_linter_cache .pytest_cache .hypothesis .bench
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +
