@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -638,10 +639,22 @@ def stop_mongo() -> None:
 # -- both ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One `start` at a time (a harness and a test session may both want the cluster)."""
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with (ROOT / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def start() -> tuple[str, str]:
     """Start (or reuse) the RabbitMQ cluster and the replica set; `(amqp_url, mongo_url)`."""
-    ROOT.mkdir(parents=True, exist_ok=True)
-    _parallel(lambda start_one: start_one(), [start_rabbitmq, start_mongo])
+    with _exclusive():
+        _parallel(lambda start_one: start_one(), [start_rabbitmq, start_mongo])
     return amqp_url(), mongo_url()
 
 
