@@ -128,6 +128,17 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def _refuse_foreign(taken: Iterable[str]) -> None:
+    """Stop when a port of ours answers without our process behind it: the ports and node
+    names are fixed, so another checkout's cluster (or anything else) holds them."""
+    names = list(taken)
+    if names:
+        raise ClusterError(
+            f"the ports of {', '.join(names)} are in use, not by this checkout's cluster "
+            f"({ROOT}); stop whatever holds them (another checkout: its make cluster-stop)"
+        )
+
+
 def _detach(args: list[str], env: dict[str, str], console: Path) -> None:
     """Start `args` in a session of its own, reparented away from this process (no zombie
     left here when it is killed), its output appended to `console`."""
@@ -319,6 +330,7 @@ def start_rabbitmq() -> None:
     """Start (or reuse) the three nodes and join c2 and c3 to c1."""
     _prepare_rabbit_files()
     down = [each for each in NODES if each.pid() is None]
+    _refuse_foreign(f"RabbitMQ node {each.name}" for each in down if each.listening())
     for each in down:
         _launch_node(each)
     # A clustered node that restarts waits for its peers: all of them boot at once.
@@ -598,7 +610,9 @@ def wait_for_primary(timeout: float = STARTUP_TIMEOUT) -> int:
 
 def start_mongo() -> None:
     """Start (or reuse) the three members, initiate the set once, wait for a primary."""
-    _parallel(_launch_member, [each for each in MEMBERS if each.pid() is None])
+    down = [each for each in MEMBERS if each.pid() is None]
+    _refuse_foreign(f"mongod m{each.index}" for each in down if _port_open(each.port))
+    _parallel(_launch_member, down)
     _initiate()
     wait_for_primary()
 
