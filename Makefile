@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop migrate-queues chaos bench bench-memory docs docs-gen compose-env clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test chaos bench bench-memory docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop migrate-queues chaos bench bench-memory docs docs-gen compose-env clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test chaos bench bench-memory docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -91,6 +91,22 @@ api-key: install
 mongo-stop: install
 	$(UV) run python -m devtools.embedded_mongo stop --dbpath $(MONGO_DBPATH) --port $(MONGO_PORT)
 
+# A local cluster beside the system broker (docs/operations.md "A local cluster"): RabbitMQ
+# nodes c1-c3@localhost on 127.0.0.1:5682-5684 and MongoDB replica set rs-cluster on
+# 127.0.0.1:27031-27033, data under .data/cluster/; reused when it runs. Prints the service's
+# settings for it: eval "$$(make -s cluster)" && make run
+cluster: install
+	@$(UV) run python -m devtools.cluster start
+
+# Stops the cluster's nodes and members (their data stays; `python -m devtools.cluster reset`
+# deletes it).
+cluster-stop: install
+	@$(UV) run python -m devtools.cluster stop
+
+# The tests marked `cluster` (left out of `make test`): they start the local cluster if needed.
+cluster-test: install
+	$(UV) run pytest -m cluster $(PYTEST_ARGS)
+
 # Fault injection under load (docs/reliability.md): its own vhost, mongod and two workers;
 # restarts the local RabbitMQ. CHAOS_MESSAGES (default 20000), CHAOS_SEED, CHAOS_RATE.
 chaos: install rabbitmq
@@ -126,5 +142,6 @@ docs: install
 
 clean:
 	@if [ -f $(MONGO_DBPATH)/mongod.pid ] && [ -d .venv ]; then $(MAKE) --no-print-directory mongo-stop; fi
+	@if [ -d .data/cluster ] && [ -d .venv ]; then $(MAKE) --no-print-directory cluster-stop; fi
 	rm -rf .data .mypy_cache .ruff_cache .import_linter_cache .pytest_cache .hypothesis .bench
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

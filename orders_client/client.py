@@ -38,6 +38,7 @@ from orders_client.errors import (
     Unroutable,
     error_from_reply,
 )
+from orders_vocabulary.broker_url import node_urls
 from schemas import (
     CancelOrder,
     CompleteOrder,
@@ -175,6 +176,9 @@ class OrdersClient:
                                               status="in_progress"))
     ```
 
+    `url` may name every node of a RabbitMQ cluster, `amqp://user:password@host1:5672,
+    host2:5672/vhost`: the client connects to the first node that answers.
+
     Every call takes `timeout` (seconds; default the client's) and raises
     `RequestTimeout` when no reply comes in time; error replies raise the `OrdersError`
     subclass of their code (`OrderNotFound`, `InvalidTransition`, `VersionConflict`, ...).
@@ -189,6 +193,7 @@ class OrdersClient:
         events_exchange: str = "orders.events",
         dead_letter_queue: str = "orders.dead",
     ) -> None:
+        node_urls(url)  # a malformed URL fails here (BrokerUrlError), not at first use
         self.url = url
         self.timeout = timeout
         self.exchange_name = exchange
@@ -234,7 +239,7 @@ class OrdersClient:
 
     async def _open(self) -> tuple[AbstractChannel, AbstractQueue, AbstractExchange]:
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(self.url)
+            self._connection = await _connect_any(self.url)
             self._connection.close_callbacks.add(self._on_closed)
             self._channel = None
         if (
@@ -710,3 +715,16 @@ __all__ = [
     "OrdersPage",
     "Placed",
 ]
+
+
+async def _connect_any(url: str) -> AbstractConnection:
+    """A connection to the first node of `url` that accepts one (a cluster's nodes go in one
+    URL: `amqp://user:password@host1:5672,host2:5672/vhost`); the last error when none does.
+    The next connection, after a loss, starts again from the first node."""
+    *others, last = node_urls(url)
+    for node in others:
+        try:
+            return await aio_pika.connect(node)
+        except (OSError, aio_pika.exceptions.AMQPError):
+            continue
+    return await aio_pika.connect(last)

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from service import amqp_decoding
+from service.amqp_connection import rabbit_broker
 from service.application.handlers import OrderHandlers
 from service.bootstrap import StaleQueues, cancel, open_core
 from service.config import Settings
@@ -82,7 +83,7 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.names = topology(settings)
-        self.broker = RabbitBroker(
+        self.broker = rabbit_broker(
             settings.amqp_url.get_secret_value(),
             default_channel=Channel(prefetch_count=settings.prefetch),
             graceful_timeout=settings.shutdown_seconds,

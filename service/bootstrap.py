@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from service.amqp_connection import connect_any
 from service.application.usecases import OrderService
 from service.config import Settings
 from service.failpoints import Failpoints
@@ -184,7 +185,7 @@ async def _declare(url: str, names: Topology) -> None:
     declares with the channel it used, and the action queue needs its own channel).
 
     Every queue is declared even after one is refused, so StaleQueues names them all."""
-    connection = await aio_pika.connect(url)
+    connection = await connect_any(url)
     async with connection:
         channel = await connection.channel()
         for exchange in (

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orders_vocabulary.broker_url import node_urls
 from orders_vocabulary.money import CURRENCY_SYMBOLS
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -18,11 +19,16 @@ _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})
 class Settings(BaseSettings):
     """Every knob of the worker, read from `ORDERS_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore")
+    # Errors name the setting and the problem, never the value: some values are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERS_", extra="ignore", hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="RabbitMQ URL, credentials included; never logged.",
+        description="RabbitMQ URL, credentials included; never logged. A cluster's nodes go "
+        "in one URL, `amqp://user:password@host1:5672,host2:5672,host3:5672/vhost`: the "
+        "first that answers is used, and a lost connection moves to the next.",
     )
     mongo_url: SecretStr = Field(
         default=SecretStr("mongodb://127.0.0.1:27018/?replicaSet=rs0"),
@@ -150,6 +156,12 @@ class Settings(BaseSettings):
         '["fail-handler"]: a handler fails unexpectedly on messages marked for it '
         "(service/failpoints.py).",
     )
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr) -> SecretStr:
+        node_urls(value.get_secret_value())  # its BrokerUrlError never holds the credentials
+        return value
 
     @field_validator("default_currency")
     @classmethod

@@ -49,6 +49,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from service.amqp_connection import connect_any
 from service.bootstrap import refusal_reason
 from service.config import Settings
 from service.topology import QueueDeclaration, quorum_queue, topology
@@ -294,7 +295,7 @@ def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
 async def migrate(settings: Settings, *, dry_run: bool = False) -> int:
     """Plan, print the plan, then (unless `dry_run`) migrate; the exit code: 0 when every
     queue is (or, with `dry_run`, can be) declared as this version does, 1 otherwise."""
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_any(settings.amqp_url.get_secret_value())
     async with connection:
         migration = Migration(connection, settings)
         plans = await migration.plan()

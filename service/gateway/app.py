@@ -26,7 +26,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
-from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from starlette.convertors import Convertor, register_url_convertor
@@ -35,6 +34,7 @@ from starlette.exceptions import HTTPException
 from schemas.commands import PlaceOrder
 from schemas.queries import ListOrders, ListStatuses, OrderStatsQuery
 from service.adapters.publishing import publish_event
+from service.amqp_connection import rabbit_broker
 from service.application.delivery import Delivery
 from service.application.errors import error_reply
 from service.application.handlers import OrderHandlers, placed_reply
@@ -172,7 +172,7 @@ class Gateway:
         self.health = GatewayHealth(CollectorRegistry())
         # The worker's metrics: events published (FastStream's middleware) and the backlog.
         self.metrics = ServiceMetrics(self.health.registry)
-        self.broker = RabbitBroker(
+        self.broker = rabbit_broker(
             settings.amqp_url.get_secret_value(),
             log_level=logging.DEBUG,
             fail_fast=False,

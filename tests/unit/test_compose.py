@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from devtools.compose_env import filled
+from orders_vocabulary.broker_url import hosts
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +54,9 @@ def compose_binary() -> Path:
     return binary
 
 
-def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
-    """`docker-compose config` of the repository's file, with `env_file` as its `.env`."""
+def compose_config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` of the repository's file, with `env_file` as its `.env` and
+    `profiles` enabled."""
     return subprocess.run(
         [
             str(compose_binary()),
@@ -64,6 +66,7 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
             str(COMPOSE),
             "--env-file",
             str(env_file),
+            *(option for profile in profiles for option in ("--profile", profile)),
             "config",
             "--format",
             "json",
@@ -401,3 +404,63 @@ def test_mongo_requires_a_keyfile_and_creates_a_service_user_with_readwrite_only
         assert env[name]
     probe = " ".join(mongo["healthcheck"]["test"])
     assert "--authenticationDatabase admin" in probe
+
+
+# --- the `cluster` profile -----------------------------------------------------------------
+
+RABBIT_NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+MONGO_MEMBERS = ("mongo", "mongo-2", "mongo-3")
+CLUSTER_CONF = ROOT / "deploy" / "rabbitmq" / "cluster.conf"
+
+
+@pytest.fixture(scope="module")
+def cluster_services(env_path: Path) -> dict[str, Any]:
+    result = compose_config(env_path, "cluster")
+    assert result.returncode == 0, result.stderr
+    found: dict[str, Any] = json.loads(result.stdout)["services"]
+    return found
+
+
+def test_the_cluster_profile_adds_two_rabbitmq_nodes_and_two_mongo_members(
+    services: dict[str, Any], cluster_services: dict[str, Any]
+) -> None:
+    extra = {"rabbitmq-2", "rabbitmq-3", "mongo-2", "mongo-3", "mongo-members"}
+    assert not extra & services.keys()
+    assert extra <= cluster_services.keys()
+    # Nodes named after their hosts, one cookie, the later two joining rabbit@rabbitmq.
+    assert [cluster_services[n]["hostname"] for n in RABBIT_NODES] == list(RABBIT_NODES)
+    cookies = {environment(cluster_services[n])["RABBITMQ_ERLANG_COOKIE"] for n in RABBIT_NODES}
+    assert len(cookies) == 1
+    assert len(next(iter(cookies))) >= 20
+    conf = CLUSTER_CONF.read_text(encoding="utf-8")
+    assert "peer_discovery_backend = classic_config" in conf
+    for index, name in enumerate(RABBIT_NODES, start=1):
+        assert f"classic_config.nodes.{index} = rabbit@{name}" in conf
+    for name in RABBIT_NODES[1:]:
+        mounted = mount(cluster_services[name], "/etc/rabbitmq/conf.d/40-cluster.conf")
+        assert Path(mounted["source"]) == CLUSTER_CONF
+    # The members: replica set rs0 with the keyfile, each on a volume of its own.
+    for name in MONGO_MEMBERS:
+        command = cluster_services[name]["command"]
+        assert command[command.index("--replSet") + 1] == "rs0"
+        keyfile = command[command.index("--keyFile") + 1]
+        assert mounted_at(cluster_services[name], keyfile)["source"] == "mongo-keyfile"
+    data = {mount(cluster_services[name], "/data/db")["source"] for name in MONGO_MEMBERS}
+    assert len(data) == 3
+    adds = " ".join(cluster_services["mongo-members"]["entrypoint"])
+    assert "mongo-2:27017" in adds
+    assert "mongo-3:27017" in adds
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_with_the_cluster_profile_the_service_knows_every_node_and_waits_for_them(
+    cluster_services: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_of(cluster_services[name], monkeypatch)
+    assert hosts(settings.amqp_url.get_secret_value()) == [f"{n}:5672" for n in RABBIT_NODES]
+    mongo = urlsplit(settings.mongo_url.get_secret_value())
+    assert mongo.netloc.rpartition("@")[2].split(",") == [f"{n}:27017" for n in MONGO_MEMBERS]
+    assert parse_qs(mongo.query)["replicaSet"] == ["rs0"]
+    depends = cluster_services[name]["depends_on"]
+    for node in RABBIT_NODES:
+        assert depends[node]["condition"] == "service_healthy"
