@@ -76,6 +76,17 @@ def catalogue(broker: RabbitBroker) -> AsyncAPI:
     )
 
 
+class EveryConsumer:
+    """The subscribers' consumers and the action partitions' (readiness)."""
+
+    def __init__(self, watchdog: ConsumerWatchdog, partitions: PartitionConsumers) -> None:
+        self._watchdog = watchdog
+        self._partitions = partitions
+
+    async def missing(self) -> list[str]:
+        return [*await self._watchdog.missing(), *await self._partitions.missing()]
+
+
 class Worker:
     """The broker, the handlers and the background tasks of one worker process."""
 
@@ -119,7 +130,7 @@ class Worker:
         )
         self.membership: MembershipLoop | None = None
         self.watchdog = ConsumerWatchdog(self.broker)
-        self.readiness = Readiness(self.watchdog)
+        self.readiness = Readiness(EveryConsumer(self.watchdog, self.partitions))
         self.relay: OutboxRelay | None = None
         self.background: list[asyncio.Task[None]] = []
         self.watchdog_task: asyncio.Task[None] | None = None

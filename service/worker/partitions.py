@@ -61,6 +61,7 @@ OrderIdLookup = Callable[[int], Awaitable[int | None]]
 KNOWN_ORDER_NUMBERS = 100_000
 HANDOVER_COOLDOWN_SECONDS = 10.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
+FORWARD_RETRY_SECONDS = 0.2
 
 
 def partition_of(key: Hashable, partitions: int) -> int:
@@ -97,13 +98,14 @@ class ActionRouter:
         self.lookup: OrderIdLookup | None = None
         self._ids: dict[int, int] = {}
         self._connection = connection
+        self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._opening = asyncio.Lock()
 
-    async def _open(self) -> AbstractExchange:
+    async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
         """A channel of its own, with publisher confirms, for the forwarded copies."""
         async with self._opening:
-            if self._exchange is None:
+            if self._channel is None or self._exchange is None:
                 connection = self._connection()
                 if connection is None:
                     raise RuntimeError("the broker is not connected")
@@ -111,12 +113,12 @@ class ActionRouter:
                 self._exchange = await channel.get_exchange(
                     self._topology.partition_exchange.name, ensure=False
                 )
-            exchange: AbstractExchange = self._exchange
-            return exchange
+                self._channel = channel
+            return self._channel, self._exchange
 
     async def route(self, message: RabbitMessage) -> None:
         raw = message.raw_message
-        exchange = self._exchange or await self._open()
+        channel, exchange = await self._open()
         try:
             key = await self._order_key(raw)
         except Exception:  # too deep to parse, a lookup that failed for good: refused below
@@ -129,20 +131,36 @@ class ActionRouter:
         if key is None:  # names no order: refused at once, wherever it stood
             await self._courier.serve(message, self._act, routing_key=ACTION)
             return
-        # Created in admission order, before anything awaits: the copies are published in
-        # the order the actions were delivered.
-        forwarded = asyncio.ensure_future(
-            exchange.publish(
-                _copy(raw), routing_key=str(partition_of(key, self._topology.partitions))
-            )
-        )
-        try:
-            await forwarded
-        except Exception:
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-            raise
-        await message.ack()
+        # Created in admission order: the copies are published in the order the actions
+        # were delivered (waiting for the channel, they wait in that order too).
+        partition = partition_of(key, self._topology.partitions)
+        forwarded = asyncio.ensure_future(self._forward(raw, channel, exchange, partition))
+        if await forwarded:
+            await message.ack()
+
+    async def _forward(
+        self,
+        raw: AbstractIncomingMessage,
+        channel: AbstractRobustChannel,
+        exchange: AbstractExchange,
+        partition: int,
+    ) -> bool:
+        """Publish the action's copy, waiting out a reconnection of the router's channel.
+        False when the action's own delivery channel closed first: RabbitMQ redelivers it
+        (in its place, on the new channel), so this copy must not be published after the
+        ones that follow it."""
+        copy = _copy(raw)
+        while True:
+            await channel.ready()  # returns at once when open: nothing reorders the copies
+            if channel_of(raw).is_closed:
+                return False
+            try:
+                await exchange.publish(copy, routing_key=str(partition))
+            except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+                log.warning("forwarding an action failed (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(FORWARD_RETRY_SECONDS)
+            else:
+                return True
 
     async def _order_key(self, raw: AbstractIncomingMessage) -> Hashable | None:
         """The order the action names (its database id when it can be known), or None when
@@ -282,8 +300,10 @@ class PartitionConsumers:
             return
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.get_queue(
-            self._topology.partition_queue(partition).name, ensure=False
+        # Declared (passively) through the robust channel, so that its consumer comes back
+        # after a reconnection; a queue taken with get_queue(ensure=False) would not.
+        queue = await channel.declare_queue(
+            self._topology.partition_queue(partition).name, passive=True
         )
         await queue.consume(partial(self._deliver, partition))
         self._channels[partition] = channel
@@ -311,6 +331,19 @@ class PartitionConsumers:
             return
         if applied:
             self._metrics.partition_action(partition)
+
+    async def missing(self) -> list[str]:
+        """Partition queues this worker does not consume right now (readiness)."""
+        missing = []
+        for partition in range(self._topology.partitions):
+            channel = self._channels.get(partition)
+            try:
+                underlay = None if channel is None else await channel.get_underlay_channel()
+            except Exception:  # closed, or reconnecting
+                underlay = None
+            if underlay is None or underlay.is_closed or not getattr(underlay, "consumers", None):
+                missing.append(self._topology.partition_queue(partition).name)
+        return missing
 
     async def hand_over(self, partition: int) -> None:
         """Let the admitted actions of `partition` finish, close its channel (the rest go

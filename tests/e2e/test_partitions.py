@@ -41,6 +41,14 @@ async def applied(http: aiohttp.ClientSession, worker: Worker) -> float:
     )
 
 
+async def ready(http: aiohttp.ClientSession, worker: Worker) -> bool:
+    try:
+        async with http.get(f"{worker.http_url}/health/ready") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def act_on_all(client: AmqpClient, orders: list[dict[str, Any]]) -> None:
     """Each order's chain, the orders interleaved; every other step names the order by
     `order_id`, so the router must know them as one order."""
@@ -89,8 +97,9 @@ async def test_workers_share_the_actions_and_a_killed_workers_share_moves(
 
         # A second worker joins: once it is among the live workers, it takes its share.
         second = launcher.start(database, FAST_MEMBERSHIP)
-        await wait_until_ready(client, second)
-        await asyncio.sleep(2.0)  # two renewals: each worker sees the other
+        # (any worker answers the readiness request over AMQP: ask this one over HTTP)
+        await eventually(lambda: ready(http, second), timeout=60, what="second worker ready")
+        await asyncio.sleep(2.0)  # four renewals: each worker sees the other
         before = [await applied(http, worker) for worker in (first, second)]
         shared = [await place(client, simple_order(customer)) for _ in range(40)]
         await act_on_all(client, shared)
