@@ -26,10 +26,18 @@ from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.store.client import Document
+from service.store.membership import Membership
 from service.store.outbox import OutboxRelay
 from service.topology import ACTION, topology
 from service.worker.delivery import Courier
 from service.worker.orders import order_router
+from service.worker.partitions import (
+    ActionRouter,
+    MembershipLoop,
+    Ownership,
+    PartitionConsumers,
+    new_worker_id,
+)
 from service.worker.watchdog import ConsumerWatchdog
 
 CATALOGUE_DESCRIPTION = (
@@ -51,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         worker.broker,
         specification=catalogue(worker.broker),
         lifespan=worker.lifespan,
-        after_startup=[worker.start_watchdog],
+        after_startup=[worker.start_partitions, worker.start_watchdog],
         on_shutdown=[worker.stop_watchdog, worker.hand_over_actions, worker.drain_outbox],
         after_shutdown=[worker.stop_background],
     )
@@ -81,9 +89,31 @@ class Worker:
         )
         self.courier = Courier(self.broker, settings, self.names, metrics)
         self.handlers = OrderHandlers()
-        self.broker.include_router(
-            order_router(self.handlers, self.courier, self.names, prefetch=settings.prefetch)
+        self.actions = ActionRouter(
+            self.names,
+            self.courier,
+            self.handlers.act,
+            lambda: self.broker._connection,
+            max_message_bytes=settings.max_message_bytes,
+            transient_retry_seconds=settings.transient_retry_seconds,
         )
+        self.broker.include_router(
+            order_router(
+                self.handlers, self.courier, self.actions, self.names, prefetch=settings.prefetch
+            )
+        )
+        lease = 3 * settings.membership_seconds
+        self.ownership = Ownership(new_worker_id(), self.names.partitions, lease_seconds=lease)
+        self.partitions = PartitionConsumers(
+            self.names,
+            self.courier,
+            self.handlers.act,
+            self.ownership,
+            metrics,
+            prefetch=max(2, -(-settings.prefetch // self.names.partitions)),
+            grace_seconds=settings.shutdown_seconds / 2,
+        )
+        self.membership: MembershipLoop | None = None
         self.watchdog = ConsumerWatchdog(self.broker)
         self.readiness = Readiness(self.watchdog)
         self.relay: OutboxRelay | None = None
@@ -123,11 +153,30 @@ class Worker:
             ) as core:
                 self.relay = core.relay
                 self.courier.admission.sequencing.lookup = core.store.id_of
+                self.actions.lookup = core.store.id_of
+                membership = Membership(
+                    core.database, lease_seconds=3 * self.settings.membership_seconds
+                )
+                await membership.ensure_indexes()
+                self.membership = MembershipLoop(
+                    membership, self.ownership, self.settings.membership_seconds
+                )
                 self.handlers.service = core.orders
                 self.background = core.background
                 yield
         finally:
             self.readiness.client = None
+
+    async def start_partitions(self) -> None:
+        """Consume every action partition, then join the live workers: from then on the
+        others hand this worker its share (service/worker/partitions.py)."""
+        connection = self.broker._connection
+        assert connection is not None, "started after the broker"
+        await self.partitions.start(connection)
+        if self.membership is not None:
+            self.background.append(
+                asyncio.create_task(self.membership.run(), name="worker-membership")
+            )
 
     async def start_watchdog(self) -> None:
         self.watchdog_task = asyncio.create_task(self.watchdog.run(), name="consumer-watchdog")
@@ -138,10 +187,16 @@ class Worker:
         await cancel([self.watchdog_task] if self.watchdog_task else [])
 
     async def hand_over_actions(self) -> None:
-        """Let the admitted actions finish, then close their channel without cancelling the
-        consumer: RabbitMQ requeues what this worker still held, in its place, before the
-        next single active consumer takes over, so per-order order survives a shutdown."""
+        """Route no more actions and let the admitted ones finish, then close the action
+        channels (the routing one and every partition's) without cancelling the consumers:
+        RabbitMQ requeues what this worker still held, in its place, before the next single
+        active consumer takes over, so per-order order survives a shutdown. Then leave the
+        live workers, so the others take this worker's partitions at once."""
+        self.actions.gate.close()
         await self.courier.admission.drain_ordered(grace=self.settings.shutdown_seconds / 2)
+        await self.partitions.close()
+        if self.membership is not None:
+            await self.membership.leave()
         for subscriber in self.broker.subscribers:
             queue = getattr(subscriber, "_queue_obj", None)
             if subscriber.queue.name == ACTION and queue is not None:  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractQueue
 from faststream.rabbit import RabbitQueue
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from service.amqp_connection import connect_any
@@ -44,6 +45,7 @@ class Core:
     store: OrderStore
     relay: OutboxRelay
     orders: OrderService
+    database: AsyncDatabase[Document]
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop_background(self) -> None:
@@ -99,7 +101,7 @@ async def open_core(
             batch_wait=settings.batch_wait_ms / 1000,
         )
         applier = RollupApplier(client, db, currency=settings.default_currency)
-        core = Core(store, relay, orders)
+        core = Core(store, relay, orders, db)
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
@@ -176,6 +178,11 @@ async def _declare(url: str, names: Topology) -> None:
         for routing_key in ROUTING_KEYS:
             queue = await _queue(channel, names.queue(routing_key))
             await queue.bind(names.requeue.name, routing_key=f"*.{routing_key}")
+        partitions = names.partition_exchange
+        await channel.declare_exchange(partitions.name, partitions.type.value, durable=True)
+        for partition in range(names.partitions):
+            queue = await _queue(channel, names.partition_queue(partition))
+            await queue.bind(partitions.name, routing_key=str(partition))
 
 
 async def _queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue) -> AbstractQueue:

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
         "allows no other queue. Any other reply_to gets no reply and is dead-lettered as "
         "bad_request.",
     )
+    action_partitions: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=8,
+        description="Partition queues that share out `orders.action` among the workers by "
+        "order (`orders.action.<n>`); the same on every worker. Change it only with the "
+        "action queues empty.",
+    )
+    membership_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0,
+        description="How often a worker renews its entry among the live workers (collection "
+        "`workers`); an entry three times this old counts as gone and its partitions move.",
+    )
     batch_max_size: Annotated[int, Field(ge=1, le=5000)] = Field(
         default=200, description="Most places handled in one micro-batch."
     )

@@ -95,6 +95,21 @@ class ServiceMetrics:
             namespace=PREFIX,
             registry=registry,
         )
+        self.partition_actions = Counter(
+            "partition_actions",
+            "Actions this worker took from each action partition queue and carried through "
+            "(applied, refused or dead-lettered).",
+            ["partition"],
+            namespace=PREFIX,
+            registry=registry,
+        )
+        self.partition_handovers = Counter(
+            "partition_handovers",
+            "Times this worker handed an action partition to the worker that owns it.",
+            ["partition"],
+            namespace=PREFIX,
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "outbox_backlog",
             "Events committed but not yet published (pending outbox entries), as of the "
@@ -112,6 +127,12 @@ class ServiceMetrics:
     def undecodable(self, routing_key: str, properties: Iterable[str]) -> None:
         for name in properties:
             self.undecodable_properties.labels(routing_key=routing_key, property=name).inc()
+
+    def partition_action(self, partition: int) -> None:
+        self.partition_actions.labels(partition=str(partition)).inc()
+
+    def partition_handover(self, partition: int) -> None:
+        self.partition_handovers.labels(partition=str(partition)).inc()
 
     def backlog(self, pending: int) -> None:
         self.outbox_backlog.set(pending)

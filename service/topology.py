@@ -8,6 +8,11 @@ a handler fault: worker --r1.orders.place--> orders.retry (topic)
 then: worker --orders.place--> orders.dlx --#--> orders.dead
 (an action is retried in place instead, in its order's turn: service/worker/delivery.py;
 the attempt count comes from this round, never from a header: service/worker/retries.py)
+
+Actions are spread over the workers by order (service/worker/partitions.py):
+orders --orders.action--> queue orders.action (single active consumer: one worker routes)
+    --> orders.action.partitions (direct) --<n>--> queue orders.action.<n>, n < partitions
+    (each single active consumer; the partitions are shared out among the workers)
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ class Topology:
     requeue: RabbitExchange
     retry_delays: tuple[int, ...]
     """Milliseconds a failed message waits before attempt 2, 3, ..."""
+    partition_exchange: RabbitExchange
+    """Where the routing worker sends each action, with its partition's number as key."""
+    partitions: int
+    """How many partition queues share out the actions (the same on every worker)."""
 
     def queue(self, routing_key: str) -> RabbitQueue:
         """The durable queue for one routing key; refused messages go to the dead letters.
@@ -89,6 +98,19 @@ class Topology:
             durable=True,
             routing_key=routing_key,
             arguments=arguments,
+        )
+
+    def partition_queue(self, partition: int) -> RabbitQueue:
+        """`orders.action.<n>`: the actions of the orders that hash to partition n, applied
+        by one worker at a time (single active consumer); dead letters keep the key
+        `orders.action`."""
+        arguments: ClassicQueueArgs = {
+            "x-dead-letter-exchange": self.dead_letters.name,
+            "x-dead-letter-routing-key": ACTION,
+            "x-single-active-consumer": True,
+        }
+        return RabbitQueue(
+            f"{ACTION}.{partition}", durable=True, routing_key=str(partition), arguments=arguments
         )
 
     def delay_queues(self) -> list[RabbitQueue]:
@@ -115,4 +137,8 @@ def topology(settings: Settings) -> Topology:
         retry=_topic(f"{settings.exchange}.retry"),
         requeue=_topic(f"{settings.exchange}.requeue"),
         retry_delays=tuple(settings.retry_delays_ms),
+        partition_exchange=RabbitExchange(
+            f"{settings.exchange}.action.partitions", type=ExchangeType.DIRECT, durable=True
+        ),
+        partitions=settings.action_partitions,
     )

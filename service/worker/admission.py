@@ -33,6 +33,8 @@ class Admission:
         self._ordered_in_flight = 0
         self._ordered_idle = asyncio.Event()
         self._ordered_idle.set()
+        self._channels: dict[int, Any] = {}
+        """The channel of each admitted ordered delivery, by its turn's id."""
 
     def hold(self, size: int) -> AbstractAsyncContextManager[None]:
         """Hold `size` bytes of the budget while a delivery runs (waiting for room first)."""
@@ -49,7 +51,9 @@ class Admission:
             return None
         self._ordered_in_flight += 1
         self._ordered_idle.clear()
-        return self.sequencing.turn()
+        turn = self.sequencing.turn()
+        self._channels[id(turn)] = channel
+        return turn
 
     async def in_turn(
         self, turn: Turn, body: dict[str, Any], work: Callable[[], Awaitable[T]]
@@ -61,6 +65,7 @@ class Admission:
     def release(self, turn: Turn) -> None:
         """An admitted ordered delivery is done (whatever became of it)."""
         turn.release()
+        self._channels.pop(id(turn), None)
         self._ordered_in_flight -= 1
         if not self._ordered_in_flight:
             self._ordered_idle.set()
@@ -71,3 +76,13 @@ class Admission:
         self.sequencing.gate.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ordered_idle.wait(), grace)
+
+    async def drain_channel(self, channel: Any, grace: float) -> None:
+        """Handing one channel over: admit no more of its deliveries and let its admitted
+        ones finish (bounded by `grace` seconds)."""
+        self.sequencing.gate.close_channel(channel)
+        deadline = asyncio.get_running_loop().time() + grace
+        while any(held is channel for held in self._channels.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.02)

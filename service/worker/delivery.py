@@ -60,7 +60,7 @@ Attempt = Callable[[], Awaitable[dict[str, Any]]]
 INTERNAL = "Internal error; the message was kept for inspection"
 
 
-def _channel_of(raw: Any) -> Any:
+def channel_of(raw: Any) -> Any:
     """The AMQP channel a delivery came on (aio-pika raises once it is closed)."""
     try:
         return raw.channel
@@ -110,10 +110,14 @@ class Courier:
         *,
         allow_empty: bool = False,
         ordered: bool = False,
-    ) -> None:
-        """Run one delivery through `work`; `ordered` keeps per-order delivery order."""
+        routing_key: str | None = None,
+    ) -> bool:
+        """Run one delivery through `work`; `ordered` keeps per-order delivery order.
+        `routing_key` names the message's key where the delivery's own is not it (an action
+        from its partition queue). False when the delivery was left unacked, to be
+        requeued in its place (the worker is handing its channel over)."""
         raw = message.raw_message
-        routing_key = original_routing_key(raw.routing_key or "")
+        routing_key = routing_key or original_routing_key(raw.routing_key or "")
         with log_context(
             correlation_id=message.correlation_id or None,
             message_id=raw.message_id,
@@ -122,10 +126,10 @@ class Courier:
             if not ordered:
                 async with self.admission.hold(len(message.body)):
                     await self._serve(message, work, routing_key, allow_empty=allow_empty)
-                return
-            turn = await self.admission.admit_ordered(_channel_of(raw), raw.delivery_tag or 0)
+                return True
+            turn = await self.admission.admit_ordered(channel_of(raw), raw.delivery_tag or 0)
             if turn is None:
-                return  # left unacked: requeued in its place when the channel closes
+                return False  # left unacked: requeued in its place when the channel closes
             try:
                 # asked for in admission order: first come first served, so no deadlock
                 async with self.admission.hold(len(message.body)):
@@ -133,13 +137,14 @@ class Courier:
                         message, work, routing_key, allow_empty=allow_empty, turn=turn
                     )
             except Abandoned:
-                return  # its channel closed during an in-place retry: the requeued copy counts
+                return False  # its channel closed during an in-place retry: the copy counts
             except Exception:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
                 raise
             finally:
                 self.admission.release(turn)
+            return True
 
     async def _serve(
         self,
@@ -267,7 +272,7 @@ class Courier:
                 if number >= self._retries.max_attempts:
                     raise GaveUp(number, exc) from exc
                 await asyncio.sleep(self._retries.delay_after(number) / 1000)
-                if _channel_of(message.raw_message).is_closed:
+                if channel_of(message.raw_message).is_closed:
                     raise Abandoned from exc
                 number += 1
 

@@ -20,6 +20,7 @@ from service.worker.asyncapi_docs import (
     document_outputs,
 )
 from service.worker.delivery import Courier
+from service.worker.partitions import ActionRouter
 
 
 async def keep_bytes(message: RabbitMessage) -> bytes:
@@ -31,7 +32,12 @@ async def keep_bytes(message: RabbitMessage) -> bytes:
 
 
 def order_router(
-    handlers: OrderHandlers, courier: Courier, topology: Topology, *, prefetch: int
+    handlers: OrderHandlers,
+    courier: Courier,
+    actions: ActionRouter,
+    topology: Topology,
+    *,
+    prefetch: int,
 ) -> RabbitRouter:
     router = RabbitRouter()
 
@@ -63,16 +69,16 @@ def order_router(
         await courier.serve(message, handlers.place)
 
     # A channel of its own: its delivery tags number the actions alone, which is what
-    # keeps per-order order (see worker/sequencing.py).
+    # keeps them in order on their way to the partitions (see worker/partitions.py).
     @subscribe(
         ACTION,
         "Act on an order (OrderAction: update_status, cancel, complete, update_metadata), "
         "one action at a time per order, in the order published. Reply: the order after it.",
         Channel(prefetch_count=prefetch),
-        AckPolicy.MANUAL,  # the courier acks; on shutdown, held deliveries stay unacked
+        AckPolicy.MANUAL,  # the router acks; on shutdown, held deliveries stay unacked
     )
     async def act_on_order(body: OrderActionBody, message: RabbitMessage) -> None:
-        await courier.serve(message, handlers.act, ordered=True)
+        await actions.route(message)
 
     @subscribe(GET, "One order by id or order_id (GetOrder). Reply: the order as data.")
     async def get_order(body: GetOrderBody, message: RabbitMessage) -> None:

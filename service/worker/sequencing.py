@@ -4,7 +4,8 @@ RabbitMQ delivers a queue's messages in order, but FastStream runs each delivery
 task, and tasks reach the handler in any order. `DeliveryGate` admits deliveries of one
 channel in delivery-tag order again; `OrderedRunner` then runs the work for one order
 strictly one after another, in admission order, while different orders run concurrently.
-Across workers the action queue is single-active-consumer, so one worker at a time holds it.
+Across workers each action partition queue is single-active-consumer, so one worker at a
+time holds it (service/worker/partitions.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Abandoned(Exception):
 class _Channel:
     next_tag: int = 1
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    closed: bool = False
 
 
 class DeliveryGate:
@@ -57,6 +59,17 @@ class DeliveryGate:
             for turn in state.waiting.values():
                 if not turn.done():
                     turn.set_result(None)
+
+    def close_channel(self, channel: Any) -> None:
+        """Admit nothing more from `channel` (it is being handed over): its waiting and
+        later deliveries get `Draining`."""
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        state.closed = True
+        for turn in state.waiting.values():
+            if not turn.done():
+                turn.set_result(None)
 
     async def admit(self, channel: Any, tag: int) -> None:
         """Return when every earlier delivery of `channel` was admitted.
@@ -86,7 +99,7 @@ class DeliveryGate:
         _wake(state, state.next_tag)
 
     def _check(self, channel: Any, state: _Channel) -> None:
-        if self._closed:
+        if self._closed or state.closed:
             raise Draining
         if getattr(channel, "is_closed", False):
             for waiting in list(state.waiting):  # they all give up too

@@ -98,3 +98,30 @@ async def test_a_delivery_whose_channel_closed_is_not_admitted() -> None:
     channel.is_closed = True
 
     assert await admission.admit_ordered(channel, 1) is None
+
+
+async def test_handing_one_channel_over_waits_for_its_admitted_and_admits_no_more() -> None:
+    admission = Admission(max_in_flight_bytes=1_000_000)
+    handed, other = FakeChannel(), FakeChannel()
+    running = await _admitted(admission, handed, 1)
+    elsewhere = await _admitted(admission, other, 1)
+
+    drain = asyncio.create_task(admission.drain_channel(handed, grace=5))
+    await _settle()
+    assert not drain.done()  # its admitted delivery still runs
+    assert await admission.admit_ordered(handed, 2) is None  # nothing more from it
+    assert await _admitted(admission, other, 2) is not None  # other channels go on
+
+    admission.release(running)
+    await asyncio.wait_for(drain, 5)
+    admission.release(elsewhere)
+
+
+async def test_handing_a_channel_over_gives_up_waiting_after_the_grace() -> None:
+    admission = Admission(max_in_flight_bytes=1_000_000)
+    channel = FakeChannel()
+    await _admitted(admission, channel, 1)
+
+    await asyncio.wait_for(admission.drain_channel(channel, grace=0.1), 5)
+
+    assert await admission.admit_ordered(channel, 2) is None

@@ -1,0 +1,367 @@
+"""Actions spread over the workers by order, each order's actions still in publish order.
+
+Producers publish every action to `orders.action`. One worker at a time routes them (the
+queue has a single active consumer): it names the action's order (its `id`, or its
+`order_id` looked up once), and forwards the message unchanged to the partition queue
+`orders.action.<n>` with n = id mod partitions, in delivery order, with publisher confirms,
+acking each action once its copy is confirmed. A message that names no order (a bad body,
+undecodable properties) cannot be applied, so its order does not matter: the courier
+refuses it at once.
+
+Each partition queue has a single active consumer too, and every worker consumes every
+partition: when the active worker of a partition goes away, RabbitMQ hands the partition
+to a waiting worker at once, with the unacknowledged actions requeued in their place.
+
+Which worker *should* be active on a partition is agreed through MongoDB
+(service/store/membership.py): partition n belongs to the n-th (mod count) of the live
+workers sorted by id. A worker that receives an action from a partition that belongs to
+another live worker hands the partition over: it admits nothing more from it, lets the
+admitted actions finish, closes the partition's channel (RabbitMQ requeues the rest, in
+order, and activates the next waiting consumer) and consumes it again at the back of the
+line. A partition is handed over at most once per cool-down, so a worker that has just died
+(its entry not yet aged out) costs at most one such round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
+from typing import Any
+
+import aio_pika
+from aio_pika import IncomingMessage
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from faststream.rabbit.message import RabbitMessage
+
+from service.amqp_decoding import undecodable
+from service.application.retries import TransientExhausted, with_retries
+from service.metrics import ServiceMetrics
+from service.store.membership import Member, Membership
+from service.topology import ACTION, Topology
+from service.worker.delivery import Courier, Work, channel_of
+from service.worker.sequencing import Abandoned, DeliveryGate, Draining
+
+log = logging.getLogger(__name__)
+
+OrderIdLookup = Callable[[int], Awaitable[int | None]]
+KNOWN_ORDER_NUMBERS = 100_000
+HANDOVER_COOLDOWN_SECONDS = 10.0
+RESUBSCRIBE_PAUSE_SECONDS = 0.5
+
+
+def partition_of(key: Hashable, partitions: int) -> int:
+    """The partition of an order: its id mod the count (consecutive orders take turns);
+    an order known only by an `order_id` not found, by a stable hash of that."""
+    if isinstance(key, int):
+        return key % partitions
+    return zlib.crc32(repr(key).encode()) % partitions
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class ActionRouter:
+    """Forwards each action from `orders.action` to its order's partition queue."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        courier: Courier,
+        act: Work,
+        connection: Callable[[], AbstractRobustConnection | None],
+        *,
+        max_message_bytes: int,
+        transient_retry_seconds: float,
+    ) -> None:
+        self._topology = topology
+        self._courier = courier
+        self._act = act
+        self._max_bytes = max_message_bytes
+        self._retry_seconds = transient_retry_seconds
+        self.gate = DeliveryGate()
+        self.lookup: OrderIdLookup | None = None
+        self._ids: dict[int, int] = {}
+        self._connection = connection
+        self._exchange: AbstractExchange | None = None
+        self._opening = asyncio.Lock()
+
+    async def _open(self) -> AbstractExchange:
+        """A channel of its own, with publisher confirms, for the forwarded copies."""
+        async with self._opening:
+            if self._exchange is None:
+                connection = self._connection()
+                if connection is None:
+                    raise RuntimeError("the broker is not connected")
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await channel.get_exchange(
+                    self._topology.partition_exchange.name, ensure=False
+                )
+            exchange: AbstractExchange = self._exchange
+            return exchange
+
+    async def route(self, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        exchange = self._exchange or await self._open()
+        try:
+            key = await self._order_key(raw)
+        except Exception:  # too deep to parse, a lookup that failed for good: refused below
+            log.info("action names no order it can be routed by", exc_info=True)
+            key = None
+        try:
+            await self.gate.admit(channel_of(raw), raw.delivery_tag or 0)
+        except (Draining, Abandoned):
+            return  # left unacked: requeued in its place when the channel closes
+        if key is None:  # names no order: refused at once, wherever it stood
+            await self._courier.serve(message, self._act, routing_key=ACTION)
+            return
+        # Created in admission order, before anything awaits: the copies are published in
+        # the order the actions were delivered.
+        forwarded = asyncio.ensure_future(
+            exchange.publish(
+                _copy(raw), routing_key=str(partition_of(key, self._topology.partitions))
+            )
+        )
+        try:
+            await forwarded
+        except Exception:
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            raise
+        await message.ack()
+
+    async def _order_key(self, raw: AbstractIncomingMessage) -> Hashable | None:
+        """The order the action names (its database id when it can be known), or None when
+        the message cannot name one."""
+        if undecodable(raw.headers) is not None or len(raw.body) > self._max_bytes:
+            return None
+        try:
+            body = json.loads(raw.body)
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        id, order_id = _positive(body.get("id")), _positive(body.get("order_id"))
+        if id is not None:
+            return id
+        if order_id is None:
+            return None
+        found = self._ids.get(order_id)
+        if found is None and self.lookup is not None:
+            lookup = self.lookup
+            try:
+                found = await with_retries(lambda: lookup(order_id), self._retry_seconds)
+            except TransientExhausted:
+                log.warning("could not look up order %d to route its action", order_id)
+            if found is not None:
+                if len(self._ids) >= KNOWN_ORDER_NUMBERS:
+                    self._ids.clear()
+                self._ids[order_id] = found
+        return found if found is not None else ("order_id", order_id)
+
+
+def _positive(value: Any) -> int | None:
+    """An id as the contract allows it, or None."""
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+    return value if valid else None
+
+
+def _copy(raw: AbstractIncomingMessage) -> aio_pika.Message:
+    """The action as it was published, persistent; without `user_id`, which RabbitMQ checks
+    against the publishing connection's user."""
+    return aio_pika.Message(
+        raw.body,
+        headers=raw.headers,
+        content_type=raw.content_type,
+        content_encoding=raw.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=raw.priority,
+        correlation_id=raw.correlation_id,
+        reply_to=raw.reply_to,
+        expiration=raw.expiration,
+        message_id=raw.message_id,
+        timestamp=raw.timestamp,
+        type=raw.type,
+        app_id=raw.app_id,
+    )
+
+
+class Ownership:
+    """Which live worker each partition belongs to, as of the last renewal."""
+
+    def __init__(
+        self, worker_id: str, partitions: int, *, lease_seconds: float, clock: Any = None
+    ) -> None:
+        self.worker_id = worker_id
+        self.partitions = partitions
+        self._lease = lease_seconds
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._owners: list[str] = []
+        self._fresh_until = 0.0
+        self._handed_over: dict[int, float] = {}
+
+    def update(self, live: list[Member]) -> None:
+        """The live workers, as just read: who owns what, until the lease runs out."""
+        peers = sorted(m.worker_id for m in live if m.partitions == self.partitions)
+        if self.worker_id not in peers:
+            peers = sorted([*peers, self.worker_id])
+        self._owners = [peers[n % len(peers)] for n in range(self.partitions)]
+        self._fresh_until = self._clock() + self._lease
+
+    def owner(self, partition: int) -> str | None:
+        """The partition's owner, or None when the last view is too old to act on."""
+        if not self._owners or self._clock() > self._fresh_until:
+            return None
+        return self._owners[partition]
+
+    def mine(self) -> list[int]:
+        return [n for n in range(self.partitions) if self.owner(n) == self.worker_id]
+
+    def should_hand_over(self, partition: int) -> bool:
+        """Whether an action just received from `partition` means: give it to its owner
+        (another live worker), at most once per cool-down."""
+        owner = self.owner(partition)
+        if owner is None or owner == self.worker_id:
+            return False
+        now = self._clock()
+        if now - self._handed_over.get(partition, -HANDOVER_COOLDOWN_SECONDS) < (
+            HANDOVER_COOLDOWN_SECONDS
+        ):
+            return False
+        self._handed_over[partition] = now
+        return True
+
+
+class PartitionConsumers:
+    """This worker's consumers of every partition queue, one channel each."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        courier: Courier,
+        act: Work,
+        ownership: Ownership,
+        metrics: ServiceMetrics,
+        *,
+        prefetch: int,
+        grace_seconds: float,
+    ) -> None:
+        self._topology = topology
+        self._courier = courier
+        self._act = act
+        self.ownership = ownership
+        self._metrics = metrics
+        self._prefetch = prefetch
+        self._grace = grace_seconds
+        self._connection: AbstractRobustConnection | None = None
+        self._channels: dict[int, AbstractRobustChannel] = {}
+        self._handovers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        self._connection = connection
+        for partition in range(self._topology.partitions):
+            await self._consume(partition)
+
+    async def _consume(self, partition: int) -> None:
+        if self._connection is None or self._closing:
+            return
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await channel.get_queue(
+            self._topology.partition_queue(partition).name, ensure=False
+        )
+        await queue.consume(partial(self._deliver, partition))
+        self._channels[partition] = channel
+
+    async def _deliver(self, partition: int, raw: IncomingMessage) -> None:
+        if self.ownership.should_hand_over(partition):
+            task = asyncio.create_task(self.hand_over(partition), name=f"hand-over-{partition}")
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
+        message = RabbitMessage(
+            body=raw.body,
+            headers=raw.headers,
+            reply_to=raw.reply_to or "",
+            content_type=raw.content_type,
+            message_id=raw.message_id or "",
+            correlation_id=raw.correlation_id or "",
+            raw_message=raw,
+        )
+        try:
+            applied = await self._courier.serve(
+                message, self._act, ordered=True, routing_key=ACTION
+            )
+        except Exception:
+            log.exception("action on partition %d failed", partition)
+            return
+        if applied:
+            self._metrics.partition_action(partition)
+
+    async def hand_over(self, partition: int) -> None:
+        """Let the admitted actions of `partition` finish, close its channel (the rest go
+        back, in order, to the next waiting worker) and join the line again."""
+        channel = self._channels.get(partition)
+        if channel is None or channel.is_closed:
+            return
+        log.info("handing partition %d over to %s", partition, self.ownership.owner(partition))
+        self._metrics.partition_handover(partition)
+        with contextlib.suppress(Exception):
+            underlay = await channel.get_underlay_channel()
+            await self._courier.admission.drain_channel(underlay, self._grace)
+        with contextlib.suppress(Exception):
+            await channel.close()
+        await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
+        try:
+            await self._consume(partition)
+        except Exception:
+            log.exception("could not consume partition %d again; retrying", partition)
+            await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
+            await self._consume(partition)
+
+    async def close(self) -> None:
+        """Shutting down, after the admitted actions finished: close every partition's
+        channel without cancelling, so RabbitMQ requeues what is held, in order."""
+        self._closing = True
+        for task in list(self._handovers):
+            task.cancel()
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
+class MembershipLoop:
+    """Renews this worker's entry and refreshes the ownership, every `interval` seconds."""
+
+    def __init__(self, membership: Membership, ownership: Ownership, interval: float) -> None:
+        self._membership = membership
+        self._ownership = ownership
+        self._interval = interval
+
+    async def run(self) -> None:
+        me = Member(self._ownership.worker_id, self._ownership.partitions)
+        while True:
+            try:
+                await self._membership.renew(me)
+                self._ownership.update(await self._membership.live())
+            except Exception as exc:  # MongoDB away: the last view ages out, nothing moves
+                log.warning("could not renew worker membership: %s", type(exc).__name__)
+            await asyncio.sleep(self._interval)
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._membership.leave(self._ownership.worker_id)
