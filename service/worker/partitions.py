@@ -282,8 +282,10 @@ class PartitionConsumers:
             return
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.get_queue(
-            self._topology.partition_queue(partition).name, ensure=False
+        # Declared (passively), not `get_queue(ensure=False)`: only a queue the robust channel
+        # declared is consumed from again when the connection comes back, on any node.
+        queue = await channel.declare_queue(
+            self._topology.partition_queue(partition).name, passive=True
         )
         await queue.consume(partial(self._deliver, partition))
         self._channels[partition] = channel
