@@ -61,6 +61,8 @@ OrderIdLookup = Callable[[int], Awaitable[int | None]]
 KNOWN_ORDER_NUMBERS = 100_000
 HANDOVER_COOLDOWN_SECONDS = 10.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
+FORWARD_RETRY_FIRST_PAUSE = 0.1
+FORWARD_RETRY_MAX_PAUSE = 2.0
 
 
 def partition_of(key: Hashable, partitions: int) -> int:
@@ -129,20 +131,44 @@ class ActionRouter:
         if key is None:  # names no order: refused at once, wherever it stood
             await self._courier.serve(message, self._act, routing_key=ACTION)
             return
+        routing_key = str(partition_of(key, self._topology.partitions))
         # Created in admission order, before anything awaits: the copies are published in
         # the order the actions were delivered.
-        forwarded = asyncio.ensure_future(
-            exchange.publish(
-                _copy(raw), routing_key=str(partition_of(key, self._topology.partitions))
-            )
-        )
+        forwarded = asyncio.ensure_future(exchange.publish(_copy(raw), routing_key=routing_key))
         try:
-            await forwarded
+            await self._confirmed(forwarded, exchange, raw, routing_key)
         except Exception:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             raise
         await message.ack()
+
+    async def _confirmed(
+        self,
+        forwarded: Awaitable[object],
+        exchange: AbstractExchange,
+        raw: AbstractIncomingMessage,
+        routing_key: str,
+    ) -> None:
+        """Wait for the copy's confirm. A copy the broker refuses (a nack: on a cluster, the
+        partition queue has no leader for a moment) is published again, with back-off, for
+        up to the transient-retry time, while the action is held: handing the action back
+        instead would redeliver it at once, over and over, and each redelivery counts
+        against the action queue's delivery limit."""
+        deadline = time.monotonic() + self._retry_seconds
+        pause = FORWARD_RETRY_FIRST_PAUSE
+        while True:
+            try:
+                await forwarded
+            except aio_pika.exceptions.DeliveryError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.info("partition %s refused an action; again in %.1fs", routing_key, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, FORWARD_RETRY_MAX_PAUSE)
+                forwarded = exchange.publish(_copy(raw), routing_key=routing_key)
+            else:
+                return
 
     async def _order_key(self, raw: AbstractIncomingMessage) -> Hashable | None:
         """The order the action names (its database id when it can be known), or None when
