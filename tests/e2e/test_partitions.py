@@ -89,7 +89,8 @@ async def test_workers_share_the_actions_and_a_killed_workers_share_moves(
 
         # A second worker joins: once it is among the live workers, it takes its share.
         second = launcher.start(database, FAST_MEMBERSHIP)
-        await wait_until_ready(client, second)
+        await wait_until_ready(client, second)  # (the first worker may be the one answering)
+        await eventually(lambda: _ready(http, second), timeout=60, what="second worker ready")
         await asyncio.sleep(2.0)  # two renewals: each worker sees the other
         before = [await applied(http, worker) for worker in (first, second)]
         shared = [await place(client, simple_order(customer)) for _ in range(40)]
@@ -143,3 +144,12 @@ async def counted(
 
 async def _more_than(http: aiohttp.ClientSession, worker: Worker, count: float) -> bool:
     return await applied(http, worker) > count
+
+
+async def _ready(http: aiohttp.ClientSession, worker: Worker) -> bool:
+    """Its /health/ready says 200: every consumer attached, MongoDB answering."""
+    try:
+        async with http.get(f"{worker.http_url}/health/ready") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
