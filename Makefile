@@ -10,10 +10,10 @@ MONGO_DBPATH ?= .data/mongo
 MONGO_PORT ?= 27018
 DOCS_PORT ?= 8000
 
-.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test chaos bench bench-memory docs docs-gen compose-env clean
+.PHONY: help install lint fmt typecheck unit integration e2e test rabbitmq run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test cluster-chaos chaos bench bench-memory docs docs-gen compose-env clean
 
 help:
-	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test chaos bench bench-memory docs docs-gen compose-env clean"
+	@echo "targets: install lint fmt typecheck unit integration e2e test run http api-key mongo-stop migrate-queues cluster cluster-stop cluster-test cluster-chaos chaos bench bench-memory docs docs-gen compose-env clean"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -106,6 +106,13 @@ cluster-stop: install
 # The tests marked `cluster` (left out of `make test`): they start the local cluster if needed.
 cluster-test: install
 	$(UV) run pytest -m cluster $(PYTEST_ARGS)
+
+# The chaos run on the local cluster (docs/reliability.md "On the cluster"): starts `make
+# cluster` if it is not running (and stops it after), a vhost and a database of its own, two
+# workers given every node; stops and kills the node holding the queue leaders, kills the
+# MongoDB primary and a worker. CHAOS_MESSAGES (default 8000), CHAOS_SEED, CHAOS_RATE (50).
+cluster-chaos: install
+	$(UV) run python -m devtools.chaos --cluster
 
 # Fault injection under load (docs/reliability.md): its own vhost, mongod and two workers;
 # restarts the local RabbitMQ. CHAOS_MESSAGES (default 20000), CHAOS_SEED, CHAOS_RATE.

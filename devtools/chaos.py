@@ -1,6 +1,7 @@
 """Chaos run: a fixed workload through two workers while processes and servers fail.
 
     uv run python -m devtools.chaos [--messages N] [--seed S]     (or: make chaos)
+    uv run python -m devtools.chaos --cluster                   (or: make cluster-chaos)
 
 Sets up a vhost `orders-chaos-<hex>`, its own mongod and two worker processes; publishes
 N commands (placements and, per order, a valid chain of actions); meanwhile kills and
@@ -9,6 +10,12 @@ seed; waits until the system is quiescent; then builds a ledger from MongoDB and
 events, prints it, and writes it to `.chaos/latest.json`. Exit status 1 when a guarantee
 failed (something lost, doubled, or a change without exactly one event), 2 when the run
 itself could not be carried out.
+
+With `--cluster` it runs on the local cluster (devtools/cluster.py, started if it is not
+running, and then stopped at the end): the vhost on the 3-node RabbitMQ cluster, a database
+`chaos_<hex>` on replica set rs-cluster, the workers given every node, and faults of its own
+(`CLUSTER_FAULTS`): the node holding the queue leaders stopped and killed, the MongoDB
+primary killed, a worker killed.
 
 The worker is a black box: nothing from `service/` is imported; the ledger reads MongoDB.
 """
@@ -33,20 +40,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from devtools import rabbitmq
+from devtools import cluster, rabbitmq
 from devtools.chaos_amqp import (
     DEAD_QUEUE,
     EventRecorder,
     Publisher,
+    connect_any,
     drain_dead_letters,
     statuses_reply,
 )
-from devtools.chaos_faults import FaultInjector, PlannedFault, plan_faults
+from devtools.chaos_faults import (
+    CLUSTER_FAULTS,
+    SINGLE_NODE_FAULTS,
+    FaultInjector,
+    PlannedFault,
+    plan_faults,
+)
 from devtools.chaos_infra import (
     REPO_ROOT,
     BrokerControl,
@@ -74,6 +87,9 @@ DEFAULT_MESSAGES = 20_000
 DEFAULT_SEED = 20_251_127
 DEFAULT_RATE = 100.0
 """Messages per second: spreads a 20,000-message load over minutes, so faults hit it."""
+CLUSTER_MESSAGES = 8_000
+CLUSTER_RATE = 50.0
+"""On the cluster: a node restart takes longer, so fewer messages, more slowly."""
 WORKERS = 2
 PREFETCH = 64
 DATABASE = "chaos"
@@ -90,33 +106,66 @@ class Config:
     rate: float
     run_dir: Path
     vhost: str
+    on_cluster: bool = False
+    workers: int = WORKERS
 
     @property
     def amqp_url(self) -> str:
+        if self.on_cluster:
+            return cluster.amqp_url(self.vhost)
         return AMQP_BASE + quote(self.vhost, safe="")
+
+    @property
+    def database(self) -> str:
+        """On the cluster's long-lived replica set, a database of the run's own."""
+        return f"chaos_{self.vhost.rpartition('-')[2]}" if self.on_cluster else DATABASE
+
+    def fault_schedule(self) -> list[PlannedFault]:
+        kinds = CLUSTER_FAULTS if self.on_cluster else SINGLE_NODE_FAULTS
+        return plan_faults(self.seed, self.messages, self.workers, kinds)
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m devtools.chaos", description=__doc__)
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on the local cluster (make cluster), with the cluster's faults",
+    )
+    parser.add_argument(
         "--messages",
         type=int,
-        default=int(os.environ.get("CHAOS_MESSAGES", DEFAULT_MESSAGES)),
-        help="commands in the workload (default: $CHAOS_MESSAGES or 20000)",
+        default=os.environ.get("CHAOS_MESSAGES"),
+        help=f"commands in the workload (default: $CHAOS_MESSAGES or {DEFAULT_MESSAGES}, "
+        f"{CLUSTER_MESSAGES} on the cluster)",
     )
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", DEFAULT_SEED)))
     parser.add_argument(
         "--rate",
         type=float,
-        default=float(os.environ.get("CHAOS_RATE", DEFAULT_RATE)),
-        help="messages per second the producer publishes at most (0: as fast as it can)",
+        default=os.environ.get("CHAOS_RATE"),
+        help="messages per second the producer publishes at most (0: as fast as it can; "
+        f"default: $CHAOS_RATE or {DEFAULT_RATE:.0f}, {CLUSTER_RATE:.0f} on the cluster)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("CHAOS_WORKERS", WORKERS)),
+        help=f"worker processes (default: $CHAOS_WORKERS or {WORKERS})",
     )
     args = parser.parse_args(argv)
-    if args.messages < 10:
+    messages = int(args.messages or (CLUSTER_MESSAGES if args.cluster else DEFAULT_MESSAGES))
+    rate = float(args.rate if args.rate is not None else
+                 (CLUSTER_RATE if args.cluster else DEFAULT_RATE))  # fmt: skip
+    if messages < 10:
         parser.error("--messages must be at least 10")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     vhost = f"orders-chaos-{uuid.uuid4().hex[:8]}"
-    return Config(args.messages, args.seed, args.rate, CHAOS_DIR / stamp, vhost)
+    return Config(
+        messages, args.seed, rate, CHAOS_DIR / stamp, vhost, bool(args.cluster), args.workers
+    )
 
 
 @dataclass
@@ -145,6 +194,7 @@ class Run:
             self._stop_workers,
             self._close_clients,
             self._stop_mongod,
+            self._drop_database,
             self._delete_vhost,
         )
         for step in steps:
@@ -161,9 +211,13 @@ class Run:
     async def _restore_broker(self) -> None:
         if self.broker.stopped:  # interrupted in the middle of a broker restart
             await self.broker.start_app()
+        if self.config.on_cluster:  # interrupted while a node or member was down
+            await asyncio.to_thread(restore_cluster)
 
     async def _stop_workers(self) -> None:
         if self.pool is not None:
+            if self.pool.metrics:
+                await asyncio.to_thread(self.pool.read_actions_taken)
             self.worker_exit_codes = await asyncio.to_thread(self.pool.stop_all)
 
     async def _close_clients(self) -> None:
@@ -171,7 +225,11 @@ class Run:
             if closeable is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(closeable.close(), 10)
+
+    async def _drop_database(self) -> None:
         if self.client is not None:
+            if self.config.on_cluster:
+                await self.client.drop_database(self.config.database)
             await self.client.close()
 
     async def _stop_mongod(self) -> None:
@@ -182,44 +240,73 @@ class Run:
 
     async def _delete_vhost(self) -> None:
         if self.vhost_created:
-            await asyncio.to_thread(rabbitmq.delete_vhost, self.config.vhost)
+            if self.config.on_cluster:
+                await asyncio.to_thread(cluster.delete_vhost, self.config.vhost)
+            else:
+                await asyncio.to_thread(rabbitmq.delete_vhost, self.config.vhost)
             log.info("deleted vhost %s", self.config.vhost)
+
+
+def restore_cluster() -> None:
+    """Start every node and member of the local cluster that is down."""
+    for index in range(1, cluster.SIZE + 1):
+        cluster.start_node(index)
+        cluster.start_member(index)
 
 
 async def start_infrastructure(run: Run) -> None:
     config = run.config
-    await asyncio.to_thread(rabbitmq.ensure_running)
-    await asyncio.to_thread(rabbitmq.create_vhost, config.vhost)
+    if config.on_cluster:
+        mongo_url = await start_on_cluster(config)
+    else:
+        mongo_url = await start_single_node(run)
     run.vhost_created = True
-    run.mongo_dir = Path(tempfile.mkdtemp(prefix="chaos-mongo-"))
-    run.mongo = await asyncio.to_thread(
-        start_mongod, run.mongo_dir, free_port(), logpath=config.run_dir / "mongod.log"
-    )
-    run.client = AsyncMongoClient(run.mongo.url, serverSelectionTimeoutMS=5000)
-    log.info("vhost %s, mongod %s, logs in %s", config.vhost, run.mongo.url, config.run_dir)
+    run.client = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    log.info("vhost %s, MongoDB %s, logs in %s", config.vhost, mongo_url, config.run_dir)
     run.pool = WorkerPool(
         env={
             "ORDERS_AMQP_URL": config.amqp_url,
-            "ORDERS_MONGO_URL": run.mongo.url,
-            "ORDERS_MONGO_DATABASE": DATABASE,
+            "ORDERS_MONGO_URL": mongo_url,
+            "ORDERS_MONGO_DATABASE": config.database,
             "ORDERS_PREFETCH": str(PREFETCH),
             "ORDERS_LOG_LEVEL": "INFO",
         },
         run_dir=config.run_dir,
         source_dir=config.run_dir / "src",
-        slots=WORKERS,
+        slots=config.workers,
+        metrics=True,
     )
     run.pool.start_all()
     run.origin = time.monotonic()
     run.tasks.append(asyncio.create_task(run.pool.supervise(run.origin)))
     await run.pool.wait_ready()
     await wait_for_replies(config.amqp_url)
-    log.info("%d workers ready", WORKERS)
+    log.info("%d workers ready", config.workers)
+
+
+async def start_single_node(run: Run) -> str:
+    """The local RabbitMQ (started if needed), the run's vhost and a mongod of its own."""
+    await asyncio.to_thread(rabbitmq.ensure_running)
+    await asyncio.to_thread(rabbitmq.create_vhost, run.config.vhost)
+    run.mongo_dir = Path(tempfile.mkdtemp(prefix="chaos-mongo-"))
+    run.mongo = await asyncio.to_thread(
+        start_mongod, run.mongo_dir, free_port(), logpath=run.config.run_dir / "mongod.log"
+    )
+    return run.mongo.url
+
+
+async def start_on_cluster(config: Config) -> str:
+    """The run's vhost on the local cluster (running: see `main_async`); its replica set."""
+    try:
+        await asyncio.to_thread(cluster.create_vhost, config.vhost)
+    except cluster.ClusterError as exc:
+        raise ChaosError(f"cannot create vhost {config.vhost} on the cluster: {exc}") from exc
+    return cluster.mongo_url()
 
 
 async def wait_for_replies(url: str) -> None:
     """Ready = an `orders.statuses` request gets a reply."""
-    connection = await aio_pika.connect(url)
+    connection = await connect_any(url)
     async with connection:
         channel = await connection.channel()
         deadline = time.monotonic() + READY_TIMEOUT
@@ -243,7 +330,7 @@ async def wait_quiescent(run: Run, orders: AsyncCollection[dict[str, Any]]) -> Q
     state = "not checked"
     while True:
         try:
-            depths = await queue_depths(run.config.vhost)
+            depths = await queue_depths(run.config.vhost, on_cluster=run.config.on_cluster)
             busy = {name: n for name, n in depths.items() if n and name != DEAD_QUEUE}
             outbox = await orders.count_documents({"outbox.0": {"$exists": True}})
         except (ChaosError, PyMongoError) as exc:
@@ -284,14 +371,15 @@ async def execute(run: Run, workload: Workload, schedule: list[PlannedFault]) ->
     started = time.monotonic()
     await start_infrastructure(run)
     assert run.pool is not None
-    assert run.mongo is not None
     assert run.client is not None
-    orders = run.client[DATABASE]["orders"]
+    orders = run.client[config.database]["orders"]
     ids = IdBook()
-    run.recorder = await EventRecorder.start(config.amqp_url, ids)
+    run.recorder = await EventRecorder.start(config.amqp_url, ids, quorum=config.on_cluster)
     run.publisher = await Publisher.open(config.amqp_url)
     producer = Producer(workload, run.publisher, ids, orders, Pacer(config.rate))
-    injector = FaultInjector(run.pool, run.mongo, run.broker, producer.progress, run.origin)
+    injector = FaultInjector(
+        run.pool, run.mongo, run.broker, producer.progress, run.origin, vhost=config.vhost
+    )
     load_started = time.monotonic()
     run.tasks.append(asyncio.create_task(report_progress(producer, run.recorder)))
     faults = asyncio.create_task(injector.run(schedule))
@@ -335,6 +423,25 @@ async def execute(run: Run, workload: Workload, schedule: list[PlannedFault]) ->
     }
 
 
+async def start_cluster() -> bool:
+    """Start the local cluster unless it runs; whether this run started it."""
+    running = await asyncio.to_thread(cluster.running_node_indexes)
+    was_running = len(running) == cluster.SIZE and (
+        await asyncio.to_thread(cluster.primary) is not None
+    )
+    began = time.monotonic()
+    try:
+        await asyncio.to_thread(cluster.start)
+    except (cluster.ClusterError, PyMongoError, OSError) as exc:
+        raise ChaosError(f"the local cluster did not start: {exc}") from exc
+    log.info(
+        "cluster %s in %.0fs",
+        "already running" if was_running else "started",
+        time.monotonic() - began,
+    )
+    return not was_running
+
+
 def setup_logging(run_dir: Path) -> None:
     """The harness's own lines on stderr and in chaos.log; library noise (reconnects) only there."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +478,7 @@ async def main_async(config: Config) -> int:
     began, began_at = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     source = source_state(snapshot_source(config.run_dir / "src"))
     workload = plan_workload(config.messages, config.seed, config.vhost.removeprefix("orders-"))
-    schedule = plan_faults(config.seed, config.messages, WORKERS)
+    schedule = config.fault_schedule()
     log.info(
         "workload: %d orders, %d messages at %s/s, seed %d; faults: %s",
         len(workload.orders),
@@ -381,13 +488,19 @@ async def main_async(config: Config) -> int:
         ", ".join(f"{f.kind}@{f.at_share:.0%}" for f in schedule),
     )
     run = Run(config)
+    started_cluster = False
     try:
+        if config.on_cluster:
+            started_cluster = await start_cluster()
         report = await execute(run, workload, schedule)
     except ChaosError:
         log.exception("the chaos run could not be carried out")
         return 2
     finally:
         await run.close()
+        if started_cluster:
+            log.info("stopping the cluster this run started")
+            await asyncio.to_thread(cluster.stop)
     ledger: Ledger = report.pop("ledger")
     report = {
         "messages": config.messages,
@@ -402,6 +515,8 @@ async def main_async(config: Config) -> int:
         "table": render_table(ledger.rows()),
         **report,
         "worker_exit_codes": run.worker_exit_codes,
+        "on_cluster": config.on_cluster,
+        "actions_by_worker": run.pool.action_shares() if run.pool else {},
         "source": source,
         "working_tree_changed_during_run": source["sha256"] != source_digest(REPO_ROOT),
         "worker_log_lines": log_summary(config.run_dir),

@@ -7,24 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
+
+from orders_vocabulary.broker_url import node_urls
 
 log = logging.getLogger("chaos")
 
@@ -43,9 +49,50 @@ PUBLISH_GIVE_UP = 300.0
 PUBLISH_ERRORS = (*CONNECTION_EXCEPTIONS, TimeoutError)
 
 
+class NodeRotatingConnection(aio_pika.RobustConnection):
+    """A robust connection that, on a lost connection or a failed attempt, moves on to the
+    next node of a cluster URL (`amqp://u:p@h1:p1,h2:p2/vhost`), as the service does."""
+
+    def __init__(
+        self,
+        url: URL,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        nodes: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        self._nodes = [URL(node) for node in nodes] or [URL(url)]
+        self._current = 0
+        super().__init__(url, loop, **kwargs)
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        await super()._on_connection_close(closing)
+        if self._close_called or self.is_closed or len(self._nodes) == 1:
+            return
+        self._current = (self._current + 1) % len(self._nodes)
+        following = self._nodes[self._current]
+        self.url = self.url.with_host(following.host or "").with_port(following.explicit_port)
+
+
 async def connect(url: str) -> AbstractRobustConnection:
-    """A robust connection that retries every second while the broker is down."""
-    return await aio_pika.connect_robust(url, reconnect_interval=1.0, fail_fast=False)
+    """A robust connection that retries every second while the broker is down; with several
+    nodes in `url`, the next node on each loss."""
+    nodes = node_urls(url)
+    return await aio_pika.connect_robust(
+        nodes[0],
+        reconnect_interval=1.0,
+        fail_fast=False,
+        connection_class=functools.partial(NodeRotatingConnection, nodes=nodes),
+    )
+
+
+async def connect_any(url: str) -> AbstractConnection:
+    """A plain connection to the first node of `url` that accepts one."""
+    *others, last = node_urls(url)
+    for node in others:
+        with contextlib.suppress(aio_pika.exceptions.AMQPError, OSError, TimeoutError):
+            return await aio_pika.connect(node)
+    return await aio_pika.connect(last)
 
 
 class Publisher:
@@ -140,11 +187,14 @@ class EventRecorder:
     """When (monotonic) the recorder's connection to the broker was lost."""
 
     @classmethod
-    async def start(cls, url: str, ids: OrderIdSink) -> EventRecorder:
+    async def start(cls, url: str, ids: OrderIdSink, *, quorum: bool = False) -> EventRecorder:
+        """On a cluster (`quorum`), the queue is a quorum queue, so that no event is dropped
+        while one node is down."""
         connection = await connect(url)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
-        queue = await channel.declare_queue(EVENTS_QUEUE, durable=True)
+        arguments = {"x-queue-type": "quorum"} if quorum else None
+        queue = await channel.declare_queue(EVENTS_QUEUE, durable=True, arguments=arguments)
         await queue.bind(EVENTS_EXCHANGE, routing_key="#")
         recorder = cls(connection, queue, ids)
         connection.close_callbacks.add(recorder._on_connection_lost)
@@ -245,7 +295,7 @@ class DeadLetter:
 
 async def drain_dead_letters(url: str) -> list[DeadLetter]:
     """Everything in `orders.dead` (taken off the queue: the vhost is deleted afterwards)."""
-    connection = await aio_pika.connect(url)
+    connection = await connect_any(url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(DEAD_QUEUE, ensure=True)

@@ -12,9 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools import cluster
+from devtools.embedded_mongo import free_port
 from devtools.rabbitmq import DEFAULT_HOST, DEFAULT_PORT, port_open
 
 log = logging.getLogger("chaos")
@@ -25,6 +30,8 @@ WORKER_PACKAGES = ("service", "schemas")
 READY_LINE = "started successfully"
 """What `faststream run` logs once the app's lifespan started and the subscribers consume."""
 
+PARTITION_ACTIONS = "orders_partition_actions_total"
+"""The worker's count of the actions it took from its partitions (its /metrics)."""
 WORKER_READY_TIMEOUT = 90.0
 WORKER_STOP_TIMEOUT = 45.0
 RABBIT_TIMEOUT = 180.0
@@ -65,6 +72,8 @@ class Worker:
     incarnation: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    http_port: int = 0
+    """Of its health and metrics endpoints on 127.0.0.1 (0: none)."""
 
     @property
     def name(self) -> str:
@@ -92,17 +101,21 @@ class WorkerPool:
     restarted mid-run runs the same code even while the working tree is being edited.
     Each (re)start of a slot is a new incarnation with its own log file. Slots under a fault
     are `held`: their exit is intended. Any other exit is recorded and the slot restarted,
-    as a process supervisor would.
+    as a process supervisor would. With `metrics`, each worker serves /metrics on a free
+    port, read now and then (and before a worker is signalled) for its share of the actions.
     """
 
     env: dict[str, str]
     run_dir: Path
     source_dir: Path
     slots: int
+    metrics: bool = False
     workers: dict[int, Worker] = field(default_factory=dict)
     held: set[int] = field(default_factory=set)
     unexpected_exits: list[UnexpectedExit] = field(default_factory=list)
     incarnations: int = 0
+    actions_taken: dict[str, float] = field(default_factory=dict)
+    """Worker name -> the last `orders_partition_actions_total` read from it."""
 
     def start(self, slot: int) -> Worker:
         self.incarnations += 1
@@ -110,20 +123,42 @@ class WorkerPool:
         incarnation = 1 if previous is None else previous.incarnation + 1
         log_path = self.run_dir / f"worker-{slot}.{incarnation}.log"
         faststream = Path(sys.executable).parent / "faststream"
+        # several workers on one host: a free port each, or no health endpoints at all
+        http_port = free_port() if self.metrics else 0
         with log_path.open("ab") as output:
             process = subprocess.Popen(
                 [str(faststream), "run", "--factory", "service.app:create_app"],
                 cwd=self.source_dir,
-                # several workers on one host: no health endpoints to clash on a port
-                env={**os.environ, "ORDERS_HTTP_PORT": "0", **self.env},
+                env={
+                    **os.environ,
+                    "ORDERS_HTTP_HOST": "127.0.0.1",
+                    "ORDERS_HTTP_PORT": str(http_port),
+                    **self.env,
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the harness, which stops them in turn
             )
-        worker = Worker(slot, incarnation, process, log_path)
+        worker = Worker(slot, incarnation, process, log_path, http_port)
         self.workers[slot] = worker
         return worker
+
+    def read_actions_taken(self) -> None:
+        """Each live worker's count of partition actions, into `actions_taken`."""
+        for worker in list(self.workers.values()):
+            if worker.http_port and worker.process.poll() is None:
+                count = partition_actions(worker.http_port)
+                if count is not None:
+                    self.actions_taken[worker.name] = count
+
+    def action_shares(self) -> dict[str, float]:
+        """Actions applied per slot (`worker-<n>`, every incarnation added up)."""
+        shares: dict[str, float] = {}
+        for name, count in self.actions_taken.items():
+            slot = name.partition("#")[0]
+            shares[slot] = shares.get(slot, 0.0) + count
+        return shares
 
     def start_all(self) -> None:
         for slot in range(1, self.slots + 1):
@@ -162,7 +197,11 @@ class WorkerPool:
 
     async def supervise(self, started: float) -> None:
         """Restart any worker that exited on its own; record the exit with its log tail."""
+        rounds = 0
         while True:
+            rounds += 1
+            if self.metrics and rounds % 5 == 0:
+                await asyncio.to_thread(self.read_actions_taken)
             for slot, worker in list(self.workers.items()):
                 if slot in self.held or worker.process.poll() is None:
                     continue
@@ -190,6 +229,23 @@ class WorkerPool:
                 worker.process.kill()
                 codes[worker.name] = worker.process.wait()
         return codes
+
+
+def partition_actions(port: int) -> float | None:
+    """`orders_partition_actions_total` (all partitions) of the worker on `port`; None when
+    it does not answer."""
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == PARTITION_ACTIONS
+    )
 
 
 async def rabbitmqctl(*args: str, timeout: float = RABBIT_TIMEOUT) -> str:  # noqa: ASYNC109
@@ -242,11 +298,18 @@ class BrokerControl:
         await rabbitmqctl("await_startup")
 
 
-async def queue_depths(vhost: str) -> dict[str, int]:
-    """Every queue of the vhost with its messages, ready plus unacknowledged."""
-    output = await rabbitmqctl(
-        "list_queues", "-p", vhost, "--no-table-headers", "name", "messages", timeout=30
-    )
+async def queue_depths(vhost: str, *, on_cluster: bool = False) -> dict[str, int]:
+    """Every queue of the vhost with its messages, ready plus unacknowledged (`on_cluster`:
+    asked of a running node of the local cluster)."""
+    args = ("list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+    if on_cluster:
+        try:
+            index = cluster.running_node_indexes()[0]
+            output = await asyncio.to_thread(cluster.rabbitmqctl, index, *args, timeout=30)
+        except (IndexError, cluster.ClusterError) as exc:
+            raise ChaosError(f"cannot list the queues of {vhost}: {exc}") from exc
+    else:
+        output = await rabbitmqctl(*args, timeout=30)
     depths: dict[str, int] = {}
     for line in output.splitlines():
         name, _, count = line.rpartition("\t")

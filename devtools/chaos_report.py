@@ -60,6 +60,10 @@ def print_report(report: dict[str, Any], ledger: Ledger) -> None:
         print(f"  UNEXPECTED EXIT {exit_['worker']} code {exit_['code']} at +{exit_['at']}s")
     for offset in report["broker_connection_lost_outside_faults_at_s"]:
         print(f"  +{offset:>6.1f}s  broker connection lost, NOT injected by this run")
+    if shares := report.get("actions_by_worker"):
+        total = sum(shares.values()) or 1
+        each = (f"{name} {n:.0f} ({n / total:.0%})" for name, n in sorted(shares.items()))
+        print("  actions applied per worker (orders_partition_actions_total): " + ", ".join(each))
     print()
     print(render_table(ledger.rows()))
     source = report["source"]

@@ -19,8 +19,8 @@ reuses what runs and starts what does not; ``reset`` stops and deletes it all. C
     python -m devtools.cluster member-kill N | member-start N | primary      # MongoDB mN
 
 The functions below are what tests and harnesses call: `start`, `stop`, `stop_node`,
-`start_node`, `kill_node`, `queue_leader`, `create_vhost`, `amqp_url`, `primary`,
-`kill_member`, `start_member`, `wait_for_primary`.
+`start_node`, `kill_node`, `queue_leader`, `queue_nodes`, `leading_node`, `create_vhost`,
+`amqp_url`, `primary`, `kill_member`, `start_member`, `wait_for_primary`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -422,6 +423,27 @@ def queue_leaders(vhost: str = "/") -> dict[str, int]:
         for row in json.loads(output or "[]")
         if str(row.get("leader")) in by_name
     }
+
+
+def queue_nodes(vhost: str = "/") -> dict[str, int]:
+    """`{queue: node index}` of every queue of `vhost` on a running node: a quorum queue's
+    leader, or the node a classic queue lives on (it has no leader; asked of each node with
+    `--local`)."""
+    found: dict[str, int] = {}
+    for index in running_node_indexes():
+        output = rabbitmqctl(
+            index, "list_queues", "-p", vhost, "--local", "name", "type", "--formatter", "json"
+        )
+        for row in json.loads(output or "[]"):
+            if str(row.get("type")) == "classic":
+                found[str(row["name"])] = index
+    return {**found, **queue_leaders(vhost)}
+
+
+def leading_node(vhost: str = "/") -> int | None:
+    """The node that holds the most queue leaders (or classic queues) of `vhost`."""
+    counts = Counter(queue_nodes(vhost).values())
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def create_vhost(name: str) -> None:

@@ -61,7 +61,8 @@ OrderIdLookup = Callable[[int], Awaitable[int | None]]
 KNOWN_ORDER_NUMBERS = 100_000
 HANDOVER_COOLDOWN_SECONDS = 10.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
-FORWARD_RETRY_SECONDS = 0.2
+FORWARD_RETRY_FIRST_PAUSE = 0.1
+FORWARD_RETRY_MAX_PAUSE = 2.0
 
 
 def partition_of(key: Hashable, partitions: int) -> int:
@@ -101,6 +102,8 @@ class ActionRouter:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._opening = asyncio.Lock()
+        self._tails: dict[int, asyncio.Future[None]] = {}
+        """Per partition, the future of the last copy admitted to it."""
 
     async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
         """A channel of its own, with publisher confirms, for the forwarded copies."""
@@ -131,11 +134,22 @@ class ActionRouter:
         if key is None:  # names no order: refused at once, wherever it stood
             await self._courier.serve(message, self._act, routing_key=ACTION)
             return
-        # Created in admission order: the copies are published in the order the actions
-        # were delivered (waiting for the channel, they wait in that order too).
+        # Each partition's copies are published one after another, in admission order: a
+        # copy waits until the one before it (in its partition) is confirmed, so a copy the
+        # broker refuses and that is published again can never be overtaken.
         partition = partition_of(key, self._topology.partitions)
-        forwarded = asyncio.ensure_future(self._forward(raw, channel, exchange, partition))
-        if await forwarded:
+        previous = self._tails.get(partition)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[partition] = mine
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            forwarded = await self._forward(raw, channel, exchange, partition)
+        finally:
+            mine.set_result(None)
+            if self._tails.get(partition) is mine:
+                del self._tails[partition]
+        if forwarded:
             await message.ack()
 
     async def _forward(
@@ -145,20 +159,30 @@ class ActionRouter:
         exchange: AbstractExchange,
         partition: int,
     ) -> bool:
-        """Publish the action's copy, waiting out a reconnection of the router's channel.
-        False when the action's own delivery channel closed first: RabbitMQ redelivers it
-        (in its place, on the new channel), so this copy must not be published after the
-        ones that follow it."""
+        """Publish the action's copy until it is confirmed, holding the action meanwhile: a
+        copy refused (on a cluster, the partition queue without a leader for a moment) or
+        lost with a connection is published again, with back-off; handing the action back
+        instead would redeliver it at once, over and over, each time counted against the
+        action queue's delivery limit. False when the action's own delivery channel closed
+        first: RabbitMQ redelivers it (in its place, on the new channel), so this copy must
+        not be published after the ones that follow it."""
         copy = _copy(raw)
+        pause = FORWARD_RETRY_FIRST_PAUSE
         while True:
-            await channel.ready()  # returns at once when open: nothing reorders the copies
+            await channel.ready()  # returns at once while the router's channel is open
             if channel_of(raw).is_closed:
                 return False
             try:
                 await exchange.publish(copy, routing_key=str(partition))
             except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
-                log.warning("forwarding an action failed (%s); trying again", type(exc).__name__)
-                await asyncio.sleep(FORWARD_RETRY_SECONDS)
+                log.warning(
+                    "partition %d did not take an action (%s); again in %.1fs",
+                    partition,
+                    type(exc).__name__,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, FORWARD_RETRY_MAX_PAUSE)
             else:
                 return True
 

@@ -1,0 +1,127 @@
+"""The action router's forwarding to a partition queue (service/worker/partitions.py): a
+copy the broker refuses is published again while the action is held, not handed back; the
+copies of one partition are published one after another, in admission order; a copy whose
+delivery channel closed is not published (its redelivered self is)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aio_pika
+import pytest
+from pamqp.commands import Basic
+
+from service.config import Settings
+from service.topology import topology
+from service.worker import partitions
+from service.worker.partitions import ActionRouter
+
+
+class Channel:
+    """The router's channel (always ready) and a delivery's channel (open or closed)."""
+
+    def __init__(self, closed: bool = False) -> None:
+        self.is_closed = closed
+
+    async def ready(self) -> None:
+        return None
+
+
+class RefusingExchange:
+    """Nacks the first `refusals` publishes, then confirms; records what it published."""
+
+    def __init__(self, refusals: int = 0, delay: float = 0.0) -> None:
+        self.refusals = refusals
+        self.delay = delay
+        self.published: list[tuple[str, str]] = []
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        await asyncio.sleep(self.delay)
+        self.published.append((routing_key, str(message.message_id)))
+        if len(self.published) <= self.refusals:
+            raise aio_pika.exceptions.DeliveryError(None, Basic.Nack())
+
+
+def router() -> ActionRouter:
+    return ActionRouter(
+        topology(Settings()),
+        cast(Any, None),
+        cast(Any, None),
+        lambda: None,
+        max_message_bytes=1 << 20,
+        transient_retry_seconds=1,
+    )
+
+
+def action(message_id: str, channel: Channel) -> Any:
+    return SimpleNamespace(
+        body=b"{}",
+        headers={},
+        content_type="application/json",
+        content_encoding=None,
+        priority=None,
+        correlation_id="c",
+        reply_to=None,
+        expiration=None,
+        message_id=message_id,
+        timestamp=None,
+        type=None,
+        app_id=None,
+        channel=channel,
+    )
+
+
+@pytest.fixture(autouse=True)
+def short_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitions, "FORWARD_RETRY_FIRST_PAUSE", 0.01)
+    monkeypatch.setattr(partitions, "FORWARD_RETRY_MAX_PAUSE", 0.02)
+
+
+async def test_a_refused_copy_is_published_again_until_it_is_confirmed() -> None:
+    exchange = RefusingExchange(refusals=3)
+    forwarded = await router()._forward(
+        action("m", Channel()), cast(Any, Channel()), cast(Any, exchange), 5
+    )
+    assert forwarded
+    assert exchange.published == [("5", "m")] * 4
+
+
+async def test_a_copy_whose_delivery_channel_closed_is_not_published() -> None:
+    exchange = RefusingExchange()
+    forwarded = await router()._forward(
+        action("m", Channel(closed=True)), cast(Any, Channel()), cast(Any, exchange), 5
+    )
+    assert not forwarded
+    assert exchange.published == []
+
+
+async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused() -> None:
+    """The first copy is refused twice; the second, admitted after it, waits for it."""
+    exchange = RefusingExchange(refusals=2, delay=0.005)
+    forwarding = router()
+    acked: list[str] = []
+
+    delivered_on = Channel()  # one channel: delivery tags 1, 2, 3, 4
+
+    class Message:
+        def __init__(self, message_id: str) -> None:
+            self.raw_message = action(message_id, delivered_on)
+            self.raw_message.delivery_tag = int(message_id)
+            self.raw_message.body = b'{"id": 8}'  # partition 0 of 8
+
+        async def ack(self) -> None:
+            acked.append(self.raw_message.message_id)
+
+    async def opened() -> tuple[Any, Any]:
+        return Channel(), exchange
+
+    forwarding._open = opened  # type: ignore[method-assign]
+    messages = [Message(str(tag)) for tag in range(1, 5)]
+    await asyncio.gather(*(forwarding.route(cast(Any, m)) for m in reversed(messages)))
+
+    confirmed = [message_id for _, message_id in exchange.published[2:]]
+    assert [message_id for _, message_id in exchange.published[:2]] == ["1", "1"]
+    assert confirmed == ["1", "2", "3", "4"]
+    assert acked == ["1", "2", "3", "4"]
