@@ -47,14 +47,14 @@ async def publish_events(connection: AbstractConnection, keys: list[str]) -> Non
 
 
 async def read_history(
-    connection: AbstractConnection, count: int, offset: object = "first"
+    connection: AbstractConnection, count: int, offset: str | int = "first"
 ) -> list[AbstractIncomingMessage]:
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=50)
     stream = await channel.get_queue("orders.events.history", ensure=False)
     arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     await stream.consume(arrived.put, arguments={"x-stream-offset": offset})
-    read = []
+    read: list[AbstractIncomingMessage] = []
     async with asyncio.timeout(READ_TIMEOUT):
         while len(read) < count:
             message = await arrived.get()
@@ -74,7 +74,7 @@ async def test_every_event_is_kept_in_publish_order(vhost_url: str) -> None:
         read = await read_history(connection, 20)
         assert [m.body for m in read] == [str(n).encode() for n in range(20)]
         assert [m.routing_key for m in read] == keys * 5
-        offsets = [(m.headers or {})["x-stream-offset"] for m in read]
+        offsets = [int((m.headers or {})["x-stream-offset"]) for m in read]  # type: ignore[arg-type]
         assert offsets == sorted(offsets)
         # From an offset: that event and the ones after it.
         later = await read_history(connection, 5, offset=offsets[15])
@@ -107,6 +107,7 @@ async def test_migrate_queues_leaves_the_stream_alone(
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=10)
         reader = await channel.get_queue("orders.events.history", ensure=False)
+
         async def keep_reading(message: AbstractIncomingMessage) -> None:
             await message.ack()
 
