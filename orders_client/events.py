@@ -146,6 +146,7 @@ class EventStream:
         self._channel: AbstractChannel | None = None
         self._seen: dict[str, None] = {}
         self._customers: dict[int, str | None] = {}
+        self._replayed = asyncio.Event()
 
     @property
     def caught_up(self) -> bool:
@@ -160,6 +161,10 @@ class EventStream:
                 and (self._offset > self.tail)
             )
         return self.position >= self.tail
+
+    async def replayed(self) -> None:
+        """Wait until `caught_up` (live: at once, once subscribed)."""
+        await self._replayed.wait()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -193,6 +198,8 @@ class EventStream:
                 f"{self._missing()} does not exist: is the service running?", code="not_found"
             ) from exc
         self._channel = channel
+        if self.caught_up:
+            self._replayed.set()
 
     def _missing(self) -> str:
         if self._offset is None:
@@ -273,6 +280,8 @@ class EventStream:
                 self.position = _offset_of(message)
                 if self.first is None:
                     self.first = self.position
+                if self.caught_up:
+                    self._replayed.set()
             try:
                 event = EVENT_ADAPTER.validate_python(_decode(message.body))
             except (ValueError, PydanticValidationError):

@@ -65,7 +65,8 @@ async def replay_progress(events: EventStream, *, then: str | None = None) -> As
                         total=events.tail - events.first + 1,
                         completed=(events.position or events.first) - events.first + 1,
                     )
-                await asyncio.sleep(REFRESH_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(events.replayed(), REFRESH_SECONDS)
         if then:
             err.print(then, markup=False, highlight=False)
 
