@@ -110,12 +110,7 @@ def document_outputs(router: RabbitRouter, topology: Topology) -> None:
             schema=model,
         )
     # The stream, passive: the worker declares it with its retention (service/bootstrap.py).
-    history = RabbitQueue(
-        topology.history.name,
-        queue_type=QueueType.STREAM,
-        declare=False,
-        arguments=topology.history.arguments,
-    )
+    history = RabbitQueue(topology.history.name, queue_type=QueueType.STREAM, declare=False)
     router.publisher(
         history,
         exchange=events,
