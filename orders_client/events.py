@@ -8,10 +8,11 @@ receives every event as it is published, so history and live events come from on
 in publish order, with no seam between them. Either way events are de-duplicated on
 `event_id` (delivery is at least once: the relay may publish an event again after a crash).
 
-Reading a stream over AMQP 0.9.1 takes a prefetch (`basic.qos`) and manual acks: an event is
-acked when it is taken from the iterator, so the broker sends at most `prefetch` ahead and a
-slow reader loses nothing. Each delivery carries its offset (header `x-stream-offset`); the
-offset of the last event taken is `position`, and `since=position + 1` resumes after it.
+Reading a stream over AMQP 0.9.1 takes a prefetch (`basic.qos`) and manual acks: events are
+acked once taken from the iterator (together, `ACK_EVERY`), so the broker sends at most
+`prefetch` ahead and a slow reader loses nothing. Each delivery carries its offset (header
+`x-stream-offset`); the offset of the last event taken is `position`, and
+`since=position + 1` resumes after it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ EVENT_ADAPTER: TypeAdapter[OrderEvent] = TypeAdapter(
     Annotated[OrderEvent, Field(discriminator="event_type")]
 )
 HISTORY_PREFETCH = 500
-"""Events the broker sends a history reader ahead of what it has taken."""
+"""Events the broker sends a history reader ahead of what it has acked."""
+ACK_EVERY = 100
+"""A history reader acks the events it has taken together (one `multiple` ack), every this
+many or whenever it has taken every delivery that arrived."""
 DEDUPLICATION_WINDOW = 100_000
 """How many recent event ids a reader remembers to drop repeats (a relay's repeat comes
 within seconds of the first copy)."""
@@ -147,6 +151,7 @@ class EventStream:
         self._seen: dict[str, None] = {}
         self._customers: dict[int, str | None] = {}
         self._replayed = asyncio.Event()
+        self._unacked = 0
 
     @property
     def caught_up(self) -> bool:
@@ -297,7 +302,10 @@ class EventStream:
             return event if await self._matches(event) else None
         finally:
             if self._offset is not None:
-                await message.ack()
+                self._unacked += 1
+                if self._unacked >= ACK_EVERY or self._queue.empty():
+                    self._unacked = 0
+                    await message.ack(multiple=True)  # this one and every one before it
 
     async def _matches(self, event: OrderEvent) -> bool:
         if self._id is None and self._order_id is None and self._customer_id is None:
