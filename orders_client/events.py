@@ -21,10 +21,10 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal, Self
+from typing import Annotated, Literal, Protocol, Self
 
 import aio_pika.exceptions
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from pydantic import Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -34,16 +34,28 @@ from schemas import (
     OrderMetadataUpdated,
     OrderPlaced,
     OrderStatusChanged,
+    OrderView,
 )
-
-if TYPE_CHECKING:
-    from orders_client.client import OrdersClient
 
 OrderEvent = OrderPlaced | OrderStatusChanged | OrderMetadataUpdated | OrderCommandRejected
 Since = Literal["first", "last", "next"] | datetime | timedelta | int
 """Where a read of the history starts: the oldest event kept (`first`), the last chunk the
 broker wrote (`last`), the next event published (`next`), the first event written at or after
 a moment (a datetime, or a timedelta before now; whole seconds), or an offset."""
+
+
+class EventSource(Protocol):
+    """What a reader needs of the client (`OrdersClient`): its connection, the names, its
+    timeout, and `get` (the customer of an order a metadata update does not name)."""
+
+    timeout: float
+    events_exchange_name: str
+    history_stream_name: str
+
+    async def _connection_now(self) -> AbstractConnection: ...
+
+    async def get(self, id: int | None = None) -> OrderView: ...
+
 
 EVENT_ADAPTER: TypeAdapter[OrderEvent] = TypeAdapter(
     Annotated[OrderEvent, Field(discriminator="event_type")]
@@ -120,7 +132,7 @@ class EventStream:
 
     def __init__(
         self,
-        client: OrdersClient,
+        client: EventSource,
         pattern: str,
         *,
         since: Since | None = None,
