@@ -41,6 +41,7 @@ from pymongo.errors import PyMongoError
 from devtools import rabbitmq
 from devtools.chaos_amqp import (
     DEAD_QUEUE,
+    HISTORY_STREAM,
     EventRecorder,
     Publisher,
     drain_dead_letters,
@@ -244,7 +245,9 @@ async def wait_quiescent(run: Run, orders: AsyncCollection[dict[str, Any]]) -> Q
     while True:
         try:
             depths = await queue_depths(run.config.vhost)
-            busy = {name: n for name, n in depths.items() if n and name != DEAD_QUEUE}
+            # The event history (a stream) keeps every event: it is never drained.
+            kept = (DEAD_QUEUE, HISTORY_STREAM)
+            busy = {name: n for name, n in depths.items() if n and name not in kept}
             outbox = await orders.count_documents({"outbox.0": {"$exists": True}})
         except (ChaosError, PyMongoError) as exc:
             busy, outbox = {"?": -1}, -1
