@@ -18,6 +18,7 @@ acked once taken from the iterator (together, `ACK_EVERY`), so the broker sends 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,6 +71,9 @@ DEDUPLICATION_WINDOW = 100_000
 within seconds of the first copy)."""
 TAIL_SETTLE_SECONDS = 0.3
 """How long the probe of the stream's last chunk waits after its last delivery."""
+TAIL_PROBE_SECONDS = 2.0
+"""How long the probe reads at most: on a busy stream new entries keep coming after the last
+chunk, and the tail is then the last one seen by then."""
 
 
 def offset_argument(since: Since) -> str | int | datetime:
@@ -211,6 +215,8 @@ class EventStream:
                     self._on_message, no_ack=False, arguments={"x-stream-offset": self._offset}
                 )
         except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+            if not channel.is_closed:
+                await channel.close()
             raise OrdersError(
                 f"{self._missing()} does not exist: is the service running?", code="not_found"
             ) from exc
@@ -225,7 +231,8 @@ class EventStream:
 
     async def _probe_tail(self) -> int | None:
         """The offset of the stream's last event now: read its last chunk on a channel of
-        its own until nothing more comes (None when the stream is empty)."""
+        its own until nothing more comes, for `TAIL_PROBE_SECONDS` at most (None when the
+        stream is empty)."""
         connection = await self._client._connection_now()
         channel = await connection.channel()
         offsets: asyncio.Queue[int] = asyncio.Queue()
@@ -239,12 +246,12 @@ class EventStream:
             stream = await channel.get_queue(self._client.history_stream_name, ensure=False)
             await stream.consume(on_last, arguments={"x-stream-offset": "last"})
             tail: int | None = None
-            while True:
-                try:
-                    offset = await asyncio.wait_for(offsets.get(), TAIL_SETTLE_SECONDS)
-                except TimeoutError:
-                    return tail
-                tail = offset if tail is None else max(tail, offset)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TAIL_PROBE_SECONDS):
+                    while True:
+                        offset = await asyncio.wait_for(offsets.get(), TAIL_SETTLE_SECONDS)
+                        tail = offset if tail is None else max(tail, offset)
+            return tail
         finally:
             if not channel.is_closed:
                 await channel.close()
