@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import typer
 from rich.markup import escape
@@ -26,18 +27,25 @@ from schemas import (
 commands = typer.Typer()
 
 Entry = tuple[int | None, OrderEvent]
+CLOCK_SKEW = timedelta(minutes=5)
+"""How much earlier than the order's `created_at` the read starts: every event of an order is
+published after it was created, by the service's clock, and the stream's timestamps are the
+broker's."""
 
 
 @commands.command(epilog="Examples: orders history 3 · orders history 421409 --order-id --json")
 def history(
     ctx: typer.Context, ref: OrderRef, by_order_id: ByOrderId = False, json_out: JsonOut = False
 ) -> None:
-    """One order's events from the event history (oldest first), and its status_history."""
+    """One order's events from the event history (oldest first), and its status_history.
+
+    The history is read from the order's creation on (five minutes earlier, for the clocks)."""
 
     async def read(client: OrdersClient) -> tuple[OrderView, list[Entry]]:
         order = await (client.get(order_id=ref) if by_order_id else client.get(ref))
         entries: list[Entry] = []
-        events = client.events(since="first", id=order.id, order_id=order.order_id, follow=False)
+        since = datetime.fromisoformat(order.created_at) - CLOCK_SKEW
+        events = client.events(since=since, id=order.id, order_id=order.order_id, follow=False)
         async with events, replay_progress(events):
             async for event in events:
                 entries.append((events.position, event))  # noqa: PERF401 - position moves
