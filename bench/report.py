@@ -103,6 +103,12 @@ TABLE_KEYS = (
     "gateway_rss_mb",
     "http_unexpected_replies",
     "http_slow_requests",
+    "history_publish_one_us_without",
+    "history_publish_one_us_with",
+    "history_publish_one_us_added",
+    "history_publish_burst_us_without",
+    "history_publish_burst_us_with",
+    "history_publish_burst_us_added",
 )
 
 

@@ -1,6 +1,7 @@
 """`make bench`: measure the worker against a naive consumer, its request latency, and its
-queries on a large collection, and the HTTP gateway's throughput and latency (bench/http.py),
-in one run; print a table, write `.bench/latest.json`.
+queries on a large collection, the HTTP gateway's throughput and latency (bench/http.py), and
+the publish cost of the event history stream (bench/history.py), in one run; print a table,
+write `.bench/latest.json`.
 
     BENCH_SCALE=small make bench   # under 2 minutes: N=2,000, 100,000 orders, one run
     make bench                     # full: N=20,000, 1,000,000 orders, median of 3 runs
@@ -28,6 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bench import dataset, naive
 from bench.amqp import RpcClient
 from bench.cpu import CpuMeter
+from bench.history import history_cost
 from bench.http import gateway_figures
 from bench.infra import (
     REPO_ROOT,
@@ -295,6 +297,11 @@ async def _measure(infra: Infra, scale: Scale, sampler: RssSampler) -> dict[str,
         connection = await aio_pika.connect(infra.amqp_url)
         async with connection:
             result |= await throughput(infra, sampler, connection, mongo, scale)
+            sampler.phase("history")
+            log("publish cost of the event history stream")
+            result |= await history_cost(
+                connection, sequential=scale.orders // 4, burst=scale.orders
+            )
             result |= await _http(infra, sampler, connection, mongo, scale, worker=result)
             big = database(mongo, BIG_DATABASE)
             log(f"bulk-loading {scale.dataset:,} orders ({scale.customers:,} customers)")

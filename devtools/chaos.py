@@ -47,6 +47,7 @@ from pymongo.errors import PyMongoError
 from devtools import cluster, rabbitmq
 from devtools.chaos_amqp import (
     DEAD_QUEUE,
+    HISTORY_STREAM,
     EventRecorder,
     Publisher,
     connect_any,
@@ -331,7 +332,9 @@ async def wait_quiescent(run: Run, orders: AsyncCollection[dict[str, Any]]) -> Q
     while True:
         try:
             depths = await queue_depths(run.config.vhost, on_cluster=run.config.on_cluster)
-            busy = {name: n for name, n in depths.items() if n and name != DEAD_QUEUE}
+            # The event history (a stream) keeps every event: it is never drained.
+            kept = (DEAD_QUEUE, HISTORY_STREAM)
+            busy = {name: n for name, n in depths.items() if n and name not in kept}
             outbox = await orders.count_documents({"outbox.0": {"$exists": True}})
         except (ChaosError, PyMongoError) as exc:
             busy, outbox = {"?": -1}, -1

@@ -37,6 +37,7 @@ log = logging.getLogger("chaos")
 COMMANDS_EXCHANGE = "orders"
 EVENTS_EXCHANGE = "orders.events"
 DEAD_QUEUE = "orders.dead"
+HISTORY_STREAM = "orders.events.history"
 EVENTS_QUEUE = "chaos.events"
 PLACE = "orders.place"
 JSON = "application/json"

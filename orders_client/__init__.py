@@ -24,6 +24,7 @@ from orders_client.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from orders_client.events import Since
 
 __all__ = [
     "Action",
@@ -41,6 +42,7 @@ __all__ = [
     "OrdersPage",
     "Placed",
     "RequestTimeout",
+    "Since",
     "UnexpectedReply",
     "UnknownAction",
     "Unroutable",

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aio_pika
 import aio_pika.exceptions
@@ -27,7 +27,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from orders_client.errors import (
@@ -38,16 +38,13 @@ from orders_client.errors import (
     Unroutable,
     error_from_reply,
 )
+from orders_client.events import EventStream, OrderEvent, Since
 from orders_vocabulary.broker_url import node_urls
 from schemas import (
     CancelOrder,
     CompleteOrder,
     ListOrders,
-    OrderCommandRejected,
-    OrderMetadataUpdated,
-    OrderPlaced,
     OrderStatsQuery,
-    OrderStatusChanged,
     OrderView,
     Pagination,
     PlaceOrder,
@@ -66,11 +63,6 @@ JSON_CONTENT_TYPE = "application/json"
 REPLAYED_PLACE_MESSAGE = "Order already placed"
 
 Action = UpdateStatus | CancelOrder | CompleteOrder | UpdateMetadata
-OrderEvent = OrderPlaced | OrderStatusChanged | OrderMetadataUpdated | OrderCommandRejected
-
-_EVENT_ADAPTER: TypeAdapter[OrderEvent] = TypeAdapter(
-    Annotated[OrderEvent, Field(discriminator="event_type")]
-)
 _STATUSES_ADAPTER: TypeAdapter[list[Status]] = TypeAdapter(list[Status])
 _ORDER_ADAPTER: TypeAdapter[OrderView] = TypeAdapter(OrderView)
 _ORDERS_ADAPTER: TypeAdapter[list[OrderView]] = TypeAdapter(list[OrderView])
@@ -192,6 +184,7 @@ class OrdersClient:
         exchange: str = "orders",
         events_exchange: str = "orders.events",
         dead_letter_queue: str = "orders.dead",
+        history_stream: str = "orders.events.history",
     ) -> None:
         node_urls(url)  # a malformed URL fails here (BrokerUrlError), not at first use
         self.url = url
@@ -199,6 +192,7 @@ class OrdersClient:
         self.exchange_name = exchange
         self.events_exchange_name = events_exchange
         self.dead_letter_queue_name = dead_letter_queue
+        self.history_stream_name = history_stream
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
@@ -449,14 +443,44 @@ class OrdersClient:
 
     # -- events -----------------------------------------------------------------------------
 
-    def events(self, pattern: str = "order.#", *, max_buffer: int = 10_000) -> EventStream:
-        """Typed events from `orders.events` whose routing key matches `pattern`.
+    def events(
+        self,
+        pattern: str = "order.#",
+        *,
+        since: Since | None = None,
+        id: int | None = None,
+        order_id: int | None = None,
+        customer_id: str | None = None,
+        follow: bool = True,
+        max_buffer: int = 10_000,
+    ) -> EventStream:
+        """Typed events whose routing key matches `pattern`, de-duplicated on `event_id`.
+
+        Without `since`: live events from `orders.events`, from the moment of subscribing.
+        With `since`: the event history (the stream `orders.events.history`) from there on,
+        then live events as they are published, with neither gap nor repeat between them.
+        `since` is `"first"` (the oldest event kept), a datetime (or a timedelta before
+        now), an offset (`events.position + 1` resumes after the last event read), `"last"`
+        or `"next"`. With `follow=False` the read ends at the end of the history.
+
+        `id`, `order_id` and `customer_id` keep the events of one order or customer (a
+        metadata update names no customer: the order's earlier events, or `orders.get`,
+        tell it).
 
         Use `async with client.events() as events:` to be subscribed before you act, then
         `async for event in events` (or `await events.next(timeout=...)`). Iterating without
         `async with` subscribes on the first iteration.
         """
-        return EventStream(self, pattern, max_buffer=max_buffer)
+        return EventStream(
+            self,
+            pattern,
+            since=since,
+            id=id,
+            order_id=order_id,
+            customer_id=customer_id,
+            follow=follow,
+            max_buffer=max_buffer,
+        )
 
     async def _connection_now(self) -> AbstractConnection:
         await self._ensure_open()
@@ -579,92 +603,6 @@ class _Browse:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
-
-
-class EventStream:
-    """An exclusive, auto-delete queue bound to the events exchange, yielding typed events.
-
-    Events are de-duplicated on `event_id` (delivery is at-least-once); bodies that are
-    not a known event are counted in `skipped` and not yielded.
-    """
-
-    def __init__(self, client: OrdersClient, pattern: str, *, max_buffer: int) -> None:
-        self.pattern = pattern
-        self.skipped = 0
-        self._client = client
-        self._queue: asyncio.Queue[OrderEvent | OrdersError] = asyncio.Queue(max_buffer)
-        self._channel: AbstractChannel | None = None
-        self._seen: dict[str, None] = {}
-        self._max_seen = max_buffer
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Declare and bind the queue: events published from now on are received."""
-        if self._channel is not None:
-            return
-        connection = await self._client._connection_now()
-        channel = await connection.channel()
-        channel.close_callbacks.add(self._on_closed)
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(self._client.events_exchange_name, routing_key=self.pattern)
-        await queue.consume(self._on_message, no_ack=True)
-        self._channel = channel
-
-    async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            channel.close_callbacks.discard(self._on_closed)
-            await channel.close()
-
-    def _on_closed(self, _sender: object, exc: BaseException | None) -> None:
-        reason = f": {exc}" if exc else ""
-        self._put(ConnectionLost(f"the events channel closed{reason}"))
-
-    def _put(self, item: OrderEvent | OrdersError) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.skipped += 1
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = _EVENT_ADAPTER.validate_python(decode_json(message.body))
-        except (ValueError, PydanticValidationError):
-            self.skipped += 1
-            return
-        if event.event_id in self._seen:
-            return
-        self._seen[event.event_id] = None
-        if len(self._seen) > self._max_seen:
-            del self._seen[next(iter(self._seen))]
-        self._put(event)
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> OrderEvent:
-        await self.start()
-        item = await self._queue.get()
-        if isinstance(item, OrdersError):
-            raise item
-        return item
-
-    async def next(self, *, timeout: float | None = None) -> OrderEvent:  # noqa: ASYNC109
-        """The next event; `RequestTimeout` if none arrives within `timeout` seconds."""
-        seconds = self._client.timeout if timeout is None else timeout
-        try:
-            async with asyncio.timeout(seconds):
-                return await self.__anext__()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no event matching {self.pattern!r} within {seconds:g}s"
-            ) from None
 
 
 def _merge(model: type[Q], query: Q | None, filters: Mapping[str, Any]) -> Q:

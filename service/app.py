@@ -43,9 +43,11 @@ from service.worker.watchdog import ConsumerWatchdog
 CATALOGUE_DESCRIPTION = (
     "The orders worker's messages: commands and queries on the `orders` exchange (topic), "
     "events on `orders.events` (topic), replies on the default exchange to the request's "
-    "`reply_to`. Bodies are UTF-8 JSON objects, content type application/json, at most "
-    "256 KiB. A refused command without `reply_to` is dead-lettered to `orders.dlx` "
-    "(queue `orders.dead`) and announced as `order.command_rejected`."
+    "`reply_to`; every event is also kept in the stream `orders.events.history` (the event "
+    "history), readable from any point. Bodies are UTF-8 JSON objects, content type "
+    "application/json, at most 256 KiB. A refused command without `reply_to` is "
+    "dead-lettered to `orders.dlx` (queue `orders.dead`) and announced as "
+    "`order.command_rejected`."
 )
 
 EXIT_STALE_QUEUES = 78

@@ -33,7 +33,7 @@ from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
 from service.store.rollups.schema import ensure_rollup_indexes
 from service.store.stats import OrderStats
-from service.topology import Topology
+from service.topology import STREAM_RETENTION, Topology, is_stream
 
 log = logging.getLogger("service")
 
@@ -184,7 +184,8 @@ async def _declare(url: str, names: Topology) -> None:
     before consuming starts, on a connection of its own (FastStream caches the queues it
     declares with the channel it used, and the action queue needs its own channel).
 
-    Every queue is declared even after one is refused, so StaleQueues names them all."""
+    Every queue is declared even after one is refused, so StaleQueues names them all. The
+    history stream declared with other retention is kept as it is (`retention_differs`)."""
     connection = await connect_any(url)
     async with connection:
         channel = await connection.channel()
@@ -202,13 +203,31 @@ async def _declare(url: str, names: Topology) -> None:
             try:
                 queue = await _queue(channel, declaration.queue)
             except aio_pika.exceptions.ChannelPreconditionFailed as exc:
-                refusals[declaration.queue.name] = refusal_reason(exc)
+                reason = refusal_reason(exc)
                 channel = await connection.channel()  # a refusal closes the channel
-                continue
+                if not retention_differs(declaration.queue, reason):
+                    refusals[declaration.queue.name] = reason
+                    continue
+                log.warning(
+                    "stream %s is kept with the retention it was created with (%s): the "
+                    "ORDERS_HISTORY_* settings apply to a new stream; a policy changes this "
+                    "one's (docs/event-history.md, Retention)",
+                    declaration.queue.name,
+                    reason,
+                )
+                queue = await channel.get_queue(declaration.queue.name, ensure=False)
             for source, routing_key in declaration.bindings:
                 await queue.bind(source, routing_key=routing_key)
         if refusals:
             raise StaleQueues(refusals)
+
+
+def retention_differs(queue: RabbitQueue, reason: str) -> bool:
+    """Whether RabbitMQ refused to declare stream `queue` only because it exists with other
+    retention arguments: its events are as good, and deleting it would lose them."""
+    return is_stream(queue) and any(
+        f"inequivalent arg '{arg}'" in reason for arg in STREAM_RETENTION
+    )
 
 
 def refusal_reason(exc: BaseException) -> str:

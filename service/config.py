@@ -46,6 +46,31 @@ class Settings(BaseSettings):
     events_exchange: str = Field(default="orders.events", description="Events exchange (topic).")
     dead_letter_exchange: str = Field(default="orders.dlx")
     dead_letter_queue: str = Field(default="orders.dead")
+    history_stream: str = Field(
+        default="orders.events.history",
+        min_length=1,
+        description="Stream that keeps every event, in publish order, for the retention "
+        "below (bound to the events exchange with `#`); consumers read it from any point with "
+        "`x-stream-offset` (docs/event-history.md).",
+    )
+    history_max_age: str = Field(
+        default="7D",
+        pattern=r"^[1-9][0-9]{0,8}[YMDhms]$",
+        description="How long the history stream keeps events, in RabbitMQ's `x-max-age` "
+        "form: a number and Y, M, D, h, m or s (`7D`, `36h`). Applies when the stream is "
+        "created; an existing stream keeps its own (a policy changes it: docs/event-history.md).",
+    )
+    history_max_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=10_000_000_000,
+        description="Most bytes the history stream keeps on each node (`x-max-length-bytes`); "
+        "the oldest segments go first. Applies when the stream is created, as above.",
+    )
+    history_segment_bytes: Annotated[int, Field(ge=1, le=3_000_000_000)] = Field(
+        default=100_000_000,
+        description="Size of one segment file of the history stream "
+        "(`x-stream-max-segment-size-bytes`): retention removes whole segments, never the "
+        "one being written. Applies when the stream is created, as above.",
+    )
     prefetch: Annotated[int, Field(ge=1, le=10_000)] = 32
     delivery_limit: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=20,

@@ -25,6 +25,11 @@ A message without a message id gets one (the AMQP client adds it to every publis
 `user_id` is kept in the header `x-original-user-id` (RabbitMQ refuses a publish whose
 user_id is not the publishing user's). A message of a delay queue waits its delay again.
 
+The history stream is left as it is: a stream is not consumed away, so it cannot be moved
+without losing its offsets and timestamps, and its readers (downstream consumers) are no
+reason to stop. It needs no migration: the worker keeps a stream that exists with other
+retention arguments, which a policy changes in place (docs/event-history.md).
+
 Every step can run again: after a crash, running the command again finishes the job (a
 `Q.migrating` left behind is moved back into Q). Queues that have consumers are left alone
 (a worker is still running), and so the command stops with an error.
@@ -52,7 +57,7 @@ from aio_pika.abc import (
 from service.amqp_connection import connect_any
 from service.bootstrap import refusal_reason
 from service.config import Settings
-from service.topology import QueueDeclaration, quorum_queue, topology
+from service.topology import QueueDeclaration, is_stream, quorum_queue, topology
 
 log = logging.getLogger("service.migrate_queues")
 
@@ -115,7 +120,9 @@ class Migration:
     def __init__(self, connection: AbstractConnection, settings: Settings) -> None:
         self.connection = connection
         self.names = topology(settings)
-        self.declarations = self.names.declarations()
+        declarations = self.names.declarations()
+        self.declarations = [d for d in declarations if not is_stream(d.queue)]
+        self.streams = [d.queue.name for d in declarations if is_stream(d.queue)]
 
     async def plan(self) -> list[Plan]:
         return [await self._plan(declaration) for declaration in self.declarations]
@@ -302,6 +309,8 @@ async def migrate(settings: Settings, *, dry_run: bool = False) -> int:
         for plan in plans:
             for step in plan.steps():
                 sys.stdout.write(step + "\n")
+        for stream in migration.streams:
+            sys.stdout.write(f"{stream}: a stream, left as it is (retention: a policy)\n")
         busy = [plan.name for plan in plans if plan.state is State.BUSY]
         if busy:
             sys.stderr.write(

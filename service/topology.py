@@ -30,6 +30,14 @@ replicated on a cluster, so no waiting message depends on one broker node.
 Queue arguments cannot change on an existing queue: a queue from an older version (a classic
 one, or other limits) is moved over by `make migrate-queues` (service/migrate_queues.py).
 
+Every event is also kept in a stream (`stream_queue`), in publish order, for its retention:
+orders.events --#--> stream orders.events.history (x-max-age, x-max-length-bytes)
+    --> any consumer, from any point (`x-stream-offset`: first, a timestamp, an offset)
+A stream is not a work queue: nothing consumes it away, and `make migrate-queues` leaves it as
+it is. Its retention arguments apply when it is created; a stream that exists with others is
+kept, with a warning (service/bootstrap.py): a policy changes the retention of an existing
+stream (a policy's `max-age` and `max-length-bytes` take precedence over the arguments).
+
 Actions are spread over the workers by order (service/worker/partitions.py):
 orders --orders.action--> queue orders.action (single active consumer: one worker routes)
     --> orders.action.partitions (direct) --<n>--> queue orders.action.<n>, n < partitions
@@ -47,7 +55,7 @@ from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQue
 from service.config import Settings
 
 if TYPE_CHECKING:
-    from faststream.rabbit.schemas.queue import QuorumQueueArgs
+    from faststream.rabbit.schemas.queue import QuorumQueueArgs, StreamQueueArgs
 
 PLACE = "orders.place"
 ACTION = "orders.action"
@@ -132,6 +140,28 @@ def quorum_queue(
     )
 
 
+STREAM_RETENTION = ("x-max-age", "x-max-length-bytes", "x-stream-max-segment-size-bytes")
+"""The arguments of a stream that only bound what it keeps: RabbitMQ refuses to declare an
+existing stream with other values, but a policy changes them in place."""
+
+
+def stream_queue(name: str, *, max_age: str, max_bytes: int, segment_bytes: int) -> RabbitQueue:
+    """A durable stream retained by age (`max_age`, RabbitMQ's form: `7D`, `36h`) and by
+    size; retention removes whole segments of `segment_bytes`, never the one being written."""
+    arguments: StreamQueueArgs = {
+        "x-max-age": max_age,
+        "x-max-length-bytes": max_bytes,
+        "x-stream-max-segment-size-bytes": segment_bytes,
+    }
+    return RabbitQueue(
+        name, queue_type=QueueType.STREAM, durable=True, routing_key="#", arguments=arguments
+    )
+
+
+def is_stream(queue: RabbitQueue) -> bool:
+    return (queue.arguments or {}).get("x-queue-type") == QueueType.STREAM.value
+
+
 @dataclass(frozen=True)
 class QueueDeclaration:
     """A queue and the bindings the service gives it: (exchange, routing key) pairs."""
@@ -150,6 +180,8 @@ class Topology:
     events: RabbitExchange
     dead_letters: RabbitExchange
     dead_letter_queue: RabbitQueue
+    history: RabbitQueue
+    """The stream that keeps every event, bound to `events` with `#`."""
     retry: RabbitExchange
     requeue: RabbitExchange
     retry_delays: tuple[int, ...]
@@ -219,7 +251,7 @@ class Topology:
 
     def declarations(self) -> list[QueueDeclaration]:
         """Every queue the service declares, with its bindings: what the worker declares at
-        start-up and what `make migrate-queues` moves."""
+        start-up and what `make migrate-queues` moves (the history stream aside)."""
         dead = QueueDeclaration(self.dead_letter_queue, ((self.dead_letters.name, "#"),))
         delays = [
             QueueDeclaration(queue, ((self.retry.name, queue.routing()),))
@@ -236,7 +268,8 @@ class Topology:
             QueueDeclaration(queue, ((self.partition_exchange.name, queue.routing()),))
             for queue in map(self.partition_queue, range(self.partitions))
         ]
-        return [dead, *delays, *work, *partitions]
+        history = QueueDeclaration(self.history, ((self.events.name, "#"),))
+        return [dead, *delays, *work, *partitions, history]
 
 
 def topology(settings: Settings) -> Topology:
@@ -245,6 +278,12 @@ def topology(settings: Settings) -> Topology:
         events=_topic(settings.events_exchange),
         dead_letters=_topic(settings.dead_letter_exchange),
         dead_letter_queue=quorum_queue(settings.dead_letter_queue, routing_key="#"),
+        history=stream_queue(
+            settings.history_stream,
+            max_age=settings.history_max_age,
+            max_bytes=settings.history_max_bytes,
+            segment_bytes=settings.history_segment_bytes,
+        ),
         retry=_topic(f"{settings.exchange}.retry"),
         requeue=_topic(f"{settings.exchange}.requeue"),
         retry_delays=tuple(settings.retry_delays_ms),

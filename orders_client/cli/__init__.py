@@ -3,9 +3,9 @@
 Every command reads `ORDERS_AMQP_URL`, has `--help` with an example, and on an error
 prints one line to stderr and exits non-zero (1; 2 for a usage error).
 
-This module makes the app of the command groups (`orders`, `stats`, `watch`, `importing`,
-`dead_letters`: a module each), with the global options of `session`; `options`, `render`
-and `errors` are what the groups share.
+This module makes the app of the command groups (`orders`, `stats`, `watch`, `history`,
+`importing`, `dead_letters`: a module each), with the global options of `session`; `options`,
+`render`, `replay` and `errors` are what the groups share.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import typer
 from pydantic import ValidationError as PydanticValidationError
 
-from orders_client.cli import dead_letters, importing, orders, session, stats, watch
+from orders_client.cli import dead_letters, history, importing, orders, session, stats, watch
 from orders_client.cli.errors import CliError, error_line, one_line, validation_summary
 from orders_client.cli.render import err
 from orders_client.errors import OrdersError
@@ -34,7 +34,7 @@ app = typer.Typer(
 )
 app.callback()(session.options)
 # Added without a name, a group's commands are the app's own; `--help` lists them in this order.
-for group in (orders, stats, watch, importing):
+for group in (orders, stats, watch, history, importing):
     app.add_typer(group.commands)
 app.add_typer(dead_letters.commands, name="dead-letters")
 

@@ -1,5 +1,6 @@
 """How a command reaches the service: the global options (`--url`, `--timeout`, the
-exchanges and the dead-letter queue) and the client session a command runs its work in."""
+exchanges, the dead-letter queue and the history stream) and the client session a command
+runs its work in."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Connection:
     exchange: str
     events_exchange: str
     dead_letter_queue: str
+    history_stream: str
 
     def client(self) -> OrdersClient:
         return OrdersClient(
@@ -30,6 +32,7 @@ class Connection:
             exchange=self.exchange,
             events_exchange=self.events_exchange,
             dead_letter_queue=self.dead_letter_queue,
+            history_stream=self.history_stream,
         )
 
 
@@ -51,9 +54,12 @@ def options(
     dead_letter_queue: Annotated[
         str, typer.Option(envvar="ORDERS_DEAD_LETTER_QUEUE", help="Dead-letter queue.")
     ] = "orders.dead",
+    history_stream: Annotated[
+        str, typer.Option(envvar="ORDERS_HISTORY_STREAM", help="Event history stream.")
+    ] = "orders.events.history",
 ) -> None:
     """The app's callback: the global options, kept for the command as its `Connection`."""
-    ctx.obj = Connection(url, timeout, exchange, events_exchange, dead_letter_queue)
+    ctx.obj = Connection(url, timeout, exchange, events_exchange, dead_letter_queue, history_stream)
 
 
 def run(ctx: typer.Context, work: Callable[[OrdersClient], Awaitable[T]]) -> T:

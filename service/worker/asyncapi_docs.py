@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from faststream.rabbit import ExchangeType, RabbitExchange, RabbitRouter
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue, RabbitRouter
 from pydantic import Field, GetJsonSchemaHandler, TypeAdapter
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
@@ -78,6 +78,21 @@ REPLY_TO = "<reply_to>"
 which AsyncAPI reads as a channel parameter)."""
 
 AnyReply = Annotated[Reply | ListReply | StatsReply | ErrorReply, Field(title="AnyReply")]
+AnyEvent = Annotated[
+    OrderPlaced | OrderStatusChanged | OrderMetadataUpdated | OrderCommandRejected,
+    Field(title="AnyEvent", discriminator="event_type"),
+]
+
+HISTORY = (
+    "The event history: every event published on the events exchange, kept in publish order "
+    "in a RabbitMQ stream (x-queue-type: stream, bound with #) for the retention "
+    "(ORDERS_HISTORY_MAX_AGE, default 7D; ORDERS_HISTORY_MAX_BYTES). Read it from any point "
+    "with any AMQP 0.9.1 client: basic.qos (a prefetch) and manual acks, and the consumer "
+    "argument x-stream-offset = first, last, next, an offset or a timestamp; each delivery "
+    "carries its offset in the header x-stream-offset and the event's routing key. Reading "
+    "removes nothing; the reader keeps receiving events as they are published. At least "
+    "once, like the live events: de-duplicate on event_id."
+)
 
 
 def document_outputs(router: RabbitRouter, topology: Topology) -> None:
@@ -94,6 +109,16 @@ def document_outputs(router: RabbitRouter, topology: Topology) -> None:
             description=f"{description} {EVENT_DELIVERY}",
             schema=model,
         )
+    # The stream, passive: the worker declares it with its retention (service/bootstrap.py).
+    history = RabbitQueue(topology.history.name, queue_type=QueueType.STREAM, declare=False)
+    router.publisher(
+        history,
+        exchange=events,
+        routing_key="#",  # its binding: every event, whatever its routing key
+        title=topology.history.name,
+        description=HISTORY,
+        schema=AnyEvent,
+    )
     router.publisher(
         REPLY_TO,
         title="reply",

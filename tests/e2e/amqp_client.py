@@ -8,9 +8,10 @@ Numbers in JSON are decoded as :class:`~decimal.Decimal` so money is compared ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -313,6 +314,70 @@ class EventCollector:
     ) -> Event:
         """Wait for the first event that matches and return it."""
         return (await self.wait_for_all(predicate, 1, timeout=timeout))[0]
+
+
+HISTORY_STREAM = "orders.events.history"
+TAIL_SETTLE_SECONDS = 0.5
+
+
+async def read_history(connection: AbstractConnection, *, timeout: float = 30.0) -> list[Event]:  # noqa: ASYNC109
+    """Every entry of the event history stream as it is now, repeats included (no
+    de-duplication: the tests count copies), read as the docs tell a downstream team: from
+    `first`, with a prefetch and manual acks. The end is the offset of the stream's last entry,
+    taken from its last chunk (`x-stream-offset: last`) before reading."""
+    tail = -1
+    async with contextlib.aclosing(
+        _stream_messages(connection, "last", TAIL_SETTLE_SECONDS)
+    ) as last:
+        async for message in last:
+            tail = max(tail, _offset(message))
+    entries: list[Event] = []
+    if tail < 0:
+        return entries
+    first = _stream_messages(connection, "first", None)
+    async with asyncio.timeout(timeout), contextlib.aclosing(first) as messages:
+        async for message in messages:
+            entries.append(
+                Event(
+                    routing_key=message.routing_key or "",
+                    body=decode_object(message.body),
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                    delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
+                    content_type=message.content_type,
+                )
+            )
+            if _offset(message) >= tail:
+                break
+    return entries
+
+
+def _offset(message: AbstractIncomingMessage) -> int:
+    offset = (message.headers or {}).get("x-stream-offset")
+    assert isinstance(offset, int), message.headers
+    return offset
+
+
+async def _stream_messages(
+    connection: AbstractConnection, offset: str, settle: float | None
+) -> AsyncGenerator[AbstractIncomingMessage]:
+    """The stream's messages from `offset`, acked as they are taken; with `settle`, until
+    none has come for that many seconds."""
+    channel = await connection.channel()
+    try:
+        await channel.set_qos(prefetch_count=200)
+        stream = await channel.get_queue(HISTORY_STREAM, ensure=False)
+        arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await stream.consume(arrived.put, arguments={"x-stream-offset": offset})
+        while True:
+            try:
+                message = await asyncio.wait_for(arrived.get(), settle)
+            except TimeoutError:
+                return
+            await message.ack()
+            yield message
+    finally:
+        await channel.close()
 
 
 @dataclass(frozen=True)

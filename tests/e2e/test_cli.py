@@ -87,6 +87,7 @@ COMMANDS = [
     ["list"],
     ["stats"],
     ["watch"],
+    ["history"],
     ["import"],
     ["dead-letters"],
     ["dead-letters", "list"],

@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 
 from devtools.embedded_mongo import EmbeddedMongo
 
-from .amqp_client import AmqpClient, DeadLetterReader, EventCollector
+from .amqp_client import AmqpClient, DeadLetterReader, EventCollector, read_history
 from .contract import new_customer_id, place, simple_order
 from .waiting import eventually
 from .worker import Worker, WorkerLauncher, new_database, wait_for_exit, wait_until_ready
@@ -58,7 +58,8 @@ async def test_crash_between_commit_and_publish_publishes_after_restart(
     events = await EventCollector.start(client.connection)
     orders = database_client[database]["orders"]
     try:
-        message_id = await client.publish("orders.place", simple_order(new_customer_id()))
+        customer_id = new_customer_id()
+        message_id = await client.publish("orders.place", simple_order(customer_id))
         assert await wait_for_exit(crashing, 30) == -signal.SIGKILL
 
         stored = await orders.find_one({})
@@ -83,6 +84,12 @@ async def test_crash_between_commit_and_publish_publishes_after_restart(
         assert stored["message_id"] == message_id  # placed by the message id, in its own field
         every_copy = [e for e in events.events if e.routing_key == "order.placed"]
         assert [e.body["event_id"] for e in every_copy] == [event_id]
+        # The event history has the change once too: every entry, repeats included.
+        history = await read_history(client.connection)
+        entries = [e for e in history if e.body.get("order", {}).get("customer_id") == customer_id]
+        assert [(e.routing_key, e.body["event_id"], e.message_id) for e in entries] == [
+            ("order.placed", event_id, event_id)
+        ]
     finally:
         await events.stop()
 

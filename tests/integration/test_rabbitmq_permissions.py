@@ -4,7 +4,9 @@ The committed file is rendered as the compose stack renders it (password hashes 
 environment and an administrator, `deploy/rabbitmq/render_definitions.py`), imported with
 `rabbitmqctl import_definitions` into a vhost of its own, its users renamed with a random
 suffix (users are node-wide), and each role is checked for what it must be able to do and for
-what it must be refused. Everything is deleted afterwards.
+what it must be refused: the consumer reads the event history but cannot delete it, and nobody
+can purge it (RabbitMQ 3.10 does not implement purge on a stream). Everything is deleted
+afterwards.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from urllib.parse import quote
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aiormq.exceptions import (
+    ChannelAccessRefused,
+    ConnectionNotImplemented,
+    ProbableAuthenticationError,
+)
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from deploy.rabbitmq.render_definitions import (
@@ -155,6 +161,8 @@ async def _declare_like_the_worker(broker: RabbitBroker, names: Topology) -> Non
     delay_queue = names.delay_queues()[0]  # orders.retry.1.1000ms, a quorum queue
     delay = await broker.declare_queue(delay_queue)
     await delay.bind(retry, routing_key=delay_queue.routing())
+    history = await broker.declare_queue(names.history)  # the stream, as the file has it
+    await history.bind(names.events.name, routing_key="#")
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +378,68 @@ async def test_the_consumer_is_refused_everything_else(
     refusal = await _refusal(consumer, action)
     assert "ACCESS_REFUSED" in refusal
     assert refused in refusal
+
+
+HISTORY = "orders.events.history"
+
+
+async def _publish_event(deployment: Deployment, body: dict[str, Any]) -> None:
+    """An event published as the worker publishes them (to orders.events, with confirms)."""
+    events = RabbitExchange("orders.events", type=ExchangeType.TOPIC, durable=True, declare=False)
+    async with RabbitBroker(deployment.url(WORKER), log_level=logging.DEBUG) as worker:
+        await worker.publish(body, exchange=events, routing_key="order.placed")
+
+
+async def _history_holds(connection: AbstractConnection, marker: str) -> bool:
+    """Read the history from its first event (prefetch and manual acks, as a stream needs)
+    until the event carrying `marker`; False when it is not there within the timeout."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=100)
+    stream = await channel.get_queue(HISTORY, ensure=False)
+    arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    await stream.consume(arrived.put, arguments={"x-stream-offset": "first"})
+    try:
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            while True:
+                message = await arrived.get()
+                await message.ack()
+                if json.loads(message.body).get("marker") == marker:
+                    return True
+    except TimeoutError:
+        return False
+    finally:
+        await channel.close()
+
+
+async def test_the_consumer_reads_the_event_history_from_its_first_event(
+    deployment: Deployment, consumer: AbstractConnection, responder: None
+) -> None:
+    marker = uuid.uuid4().hex
+    await _publish_event(deployment, {"event_type": "order.placed", "marker": marker})
+    assert await _history_holds(consumer, marker)
+
+
+async def test_the_consumer_cannot_delete_the_event_history(
+    consumer: AbstractConnection, responder: None
+) -> None:
+    async def delete(channel: AbstractChannel) -> object:
+        return await channel.queue_delete(HISTORY)
+
+    refusal = await _refusal(consumer, delete)
+    assert "ACCESS_REFUSED" in refusal
+    assert HISTORY in refusal
+
+
+async def test_nobody_can_purge_the_event_history(deployment: Deployment, responder: None) -> None:
+    marker = uuid.uuid4().hex
+    await _publish_event(deployment, {"event_type": "order.placed", "marker": marker})
+    connection = await aio_pika.connect(deployment.url(CONSUMER))
+    try:
+        stream = await (await connection.channel()).get_queue(HISTORY, ensure=False)
+        with pytest.raises(ConnectionNotImplemented, match="not supported by stream"):
+            await stream.purge()
+    finally:
+        if not connection.is_closed:
+            await connection.close()
+    async with await aio_pika.connect(deployment.url(CONSUMER)) as again:
+        assert await _history_holds(again, marker)  # every event is still there

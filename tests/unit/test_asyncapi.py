@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 from devtools.catalogue import DOCUMENT, NEUTRAL_AMQP_URL, document, dumps, example, render
 from schemas import commands, events, orders, queries, replies
 from service.application.parsing import parse, parse_action
-from service.worker.asyncapi_docs import AnyReply
+from service.worker.asyncapi_docs import AnyEvent, AnyReply
 
 COMMANDS_AND_QUERIES = (
     "orders.place",
@@ -80,11 +80,21 @@ def test_every_command_and_query_is_received_on_its_queue(committed: Json) -> No
 
 def test_every_event_is_sent_to_the_events_exchange(committed: Json) -> None:
     sent = _operations(committed, "send")
-    assert set(sent) == {*EVENTS, "<reply_to>"}
+    assert set(sent) == {*EVENTS, "<reply_to>", "#"}
     for routing_key in EVENTS:
         exchange = sent[routing_key][1]["bindings"]["amqp"]["exchange"]
         assert (exchange["name"], exchange["type"]) == ("orders.events", "topic")
     assert sent["<reply_to>"][1]["bindings"]["amqp"]["exchange"]["type"] == "default"
+
+
+def test_the_event_history_stream_is_in_the_document(committed: Json) -> None:
+    history = committed["channels"]["orders.events.history"]
+    assert history["address"] == "#"  # its binding to the events exchange: every event
+    assert history["bindings"]["amqp"]["exchange"]["name"] == "orders.events"
+    for words in ("stream", "x-stream-offset", "basic.qos", "event_id", "7D"):
+        assert words in history["description"]
+    assert _message_payloads(committed)["#"] == "AnyEvent"
+    assert "orders.events.history" in committed["info"]["description"]
 
 
 def _message_payloads(doc: Json) -> dict[str, str]:
@@ -180,6 +190,7 @@ def _parsers() -> dict[str, Callable[[dict[str, Any]], object]]:
         "order.metadata_updated": events.OrderMetadataUpdated.model_validate,
         "order.command_rejected": events.OrderCommandRejected.model_validate,
         "<reply_to>": TypeAdapter(AnyReply).validate_python,
+        "#": TypeAdapter(AnyEvent).validate_python,
     }
 
 

@@ -22,6 +22,8 @@ from deploy.rabbitmq.render_definitions import (
     render,
 )
 from devtools import compose_env
+from service.config import Settings
+from service.topology import topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
@@ -133,3 +135,14 @@ def test_compose_env_fills_only_the_empty_values(tmp_path: Path) -> None:
     # An existing .env is never overwritten.
     assert compose_env.main(["--example", str(example), "--target", str(target)]) == 1
     assert target.read_text(encoding="utf-8").splitlines() == lines
+
+
+def test_the_event_history_is_declared_as_the_worker_declares_it() -> None:
+    """RabbitMQ refuses to declare an existing stream with other arguments: the file's must be
+    the worker's, with the default settings."""
+    history = topology(Settings()).history
+    (stream,) = [queue for queue in definitions()["queues"] if queue["name"] == history.name]
+    assert stream["arguments"] == history.arguments
+    assert stream["durable"] is True
+    bindings = [b for b in definitions()["bindings"] if b["destination"] == history.name]
+    assert [(b["source"], b["routing_key"]) for b in bindings] == [("orders.events", "#")]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from service.bootstrap import retention_differs
 from service.config import Settings
-from service.topology import ACTION, PLACE, quorum_arguments, topology
+from service.topology import ACTION, PLACE, is_stream, quorum_arguments, topology
 
 
 def test_work_queues_are_quorum_with_a_limit_and_at_least_once_dead_letters() -> None:
@@ -60,4 +61,33 @@ def test_declarations_name_every_queue_with_its_bindings() -> None:
     assert declared["orders.retry.1.1000ms"] == (("orders.retry", "r1_1000ms.#"),)
     assert declared[PLACE] == (("orders", PLACE), ("orders.requeue", f"*.{PLACE}"))
     assert declared["orders.action.7"] == (("orders.action.partitions", "7"),)
-    assert len(declared) == 1 + 3 + 6 + 8
+    assert declared["orders.events.history"] == (("orders.events", "#"),)
+    assert len(declared) == 1 + 3 + 6 + 8 + 1
+
+
+def test_the_history_is_a_stream_retained_by_age_and_size() -> None:
+    names = topology(
+        Settings(history_max_age="36h", history_max_bytes=5_000_000, history_segment_bytes=1000)
+    )
+    assert names.history.name == "orders.events.history"
+    assert names.history.durable
+    assert names.history.arguments == {
+        "x-queue-type": "stream",
+        "x-max-age": "36h",
+        "x-max-length-bytes": 5_000_000,
+        "x-stream-max-segment-size-bytes": 1000,
+    }
+    assert (topology(Settings()).history.arguments or {})["x-max-age"] == "7D"
+    assert is_stream(names.history)
+    assert not any(is_stream(d.queue) for d in names.declarations()[:-1])
+
+
+def test_only_the_streams_retention_may_differ_from_the_declaration() -> None:
+    names = topology(Settings())
+    age = "inequivalent arg 'x-max-age' for queue 'orders.events.history': received '1D'"
+    kind = "inequivalent arg 'x-queue-type' for queue 'orders.events.history'"
+    assert retention_differs(names.history, age)
+    assert not retention_differs(names.history, kind)
+    assert not retention_differs(
+        names.dead_letter_queue, age.replace("x-max-age", "x-max-length-bytes")
+    )
