@@ -382,13 +382,14 @@ class PartitionConsumers:
             await self._courier.admission.drain_channel(underlay, self._grace)
         with contextlib.suppress(Exception):
             await channel.close()
-        await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
-        try:
-            await self._consume(partition)
-        except Exception:
-            log.exception("could not consume partition %d again; retrying", partition)
+        while not self._closing:  # until it consumes again (the broker may be away)
             await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
-            await self._consume(partition)
+            try:
+                await self._consume(partition)
+            except Exception as exc:
+                log.warning("could not consume partition %d again (%s)", partition, exc)
+            else:
+                return
 
     async def close(self) -> None:
         """Shutting down, after the admitted actions finished: close every partition's
