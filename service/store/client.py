@@ -103,7 +103,8 @@ ORDER_INDEXES = [
 ]
 """Each index and the query it serves: order_id lookups; idempotent placing; list and stats
 by customer, by status, by user and by date; search (a regular expression over the index
-keys of `search_text`, so only matching documents are fetched); the outbox sweep."""
+keys of `search_text`, when the search keys of `service.store.search`, indexed by their
+backfill, cannot narrow it); the outbox sweep."""
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
 from service.store.rollups.reads import status_counts
+from service.store.search import keys_ready, narrows, search_clause
 
 SORT_FIELDS = {
     "created_at": "created_at",
@@ -35,9 +35,10 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def order_filter(filters: OrderFilters) -> Document:
+def order_filter(filters: OrderFilters, *, search_keys: bool = False) -> Document:
     """The MongoDB filter for `filters`. Every user value is typed or escaped: no operators,
-    no regular expressions from the caller."""
+    no regular expressions from the caller. With `search_keys` (every order has its keys),
+    a search reads a range of them (`service.store.search`)."""
     query: Document = {}
     if filters.customer_id is not None:
         query["customer_id"] = filters.customer_id
@@ -58,22 +59,16 @@ def order_filter(filters: OrderFilters) -> Document:
     if created:
         query["created_at"] = created
     if filters.search is not None:
-        query["$or"] = _search(filters.search)
+        query["$or"] = _search(filters.search, search_keys=search_keys)
     return query
 
 
-def _search(text: str) -> list[Document]:
-    clauses: list[Document] = [{"search_text": {"$regex": _literal(text.lower())}}]
+def _search(text: str, *, search_keys: bool) -> list[Document]:
+    clauses: list[Document] = [search_clause(text, keys_ready=search_keys)]
     digits = text.strip()
     if digits.isascii() and digits.isdigit() and int(digits) <= MAX_NUMERIC_SEARCH:
         clauses += [{"order_id": int(digits)}, {"_id": int(digits)}]
     return clauses
-
-
-def _literal(text: str) -> str:
-    """A regular expression matching `text` literally. `re.escape` leaves NUL as it is, and
-    mongod refuses a pattern with an embedded NUL byte, so NUL is written as `\\x00`."""
-    return r"\x00".join(re.escape(part) for part in text.split("\x00"))
 
 
 class OrderQueries:
@@ -90,18 +85,28 @@ class OrderQueries:
         self._cursors = cursors
         self._orders = db[ORDERS]
         self._client = client
+        self._keys_ready = False
+
+    async def search_keys_ready(self) -> bool:
+        """Whether searches may read the search keys; once they may, they always may."""
+        if not self._keys_ready:
+            self._keys_ready = await keys_ready(self._db)
+        return self._keys_ready
 
     async def page(self, query: ListOrders) -> Page:
         """One page of orders, the total matching, the last page number (at least 1) and a
         cursor for the page after this one (None on the last page)."""
-        where = order_filter(query)
+        keyed = (
+            query.search is not None and narrows(query.search) and await self.search_keys_ready()
+        )
+        where = order_filter(query, search_keys=keyed)
         field = SORT_FIELDS[query.order_by]
         direction = ASCENDING if query.order_direction == "asc" else DESCENDING
         unique = field in {"_id", "order_id"}  # no ties to break
         sort = [(field, direction)] if unique else [(field, direction), ("_id", direction)]
         after = _after(query, self._cursors.decode(query)) if query.cursor else None
         skip = 0 if after else (query.page - 1) * query.per_page
-        if query.search is not None:
+        if query.search is not None and not keyed:
             docs, total = await self._search_page(where, after, sort, skip, query.per_page + 1)
         else:
             found = {"$and": [where, after]} if after and where else (after or where)
@@ -138,9 +143,9 @@ class OrderQueries:
         skip: int,
         limit: int,
     ) -> tuple[list[Document], int]:
-        """A search reads the `search_text` index once for both the page and the count: the
-        regular expression cannot narrow the index range, so a second pass would cost as
-        much as the first."""
+        """A search by regular expression reads the `search_text` index once for both the
+        page and the count: the regular expression cannot narrow the index range, so a
+        second pass would cost as much as the first."""
         page: list[Document] = [{"$match": after}] if after else []
         page += [
             {"$sort": dict(sort)},
