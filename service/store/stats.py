@@ -15,7 +15,7 @@ from schemas.queries import OrderFilters
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
-from service.store.rollups.reads import global_stats
+from service.store.rollups.reads import customer_stats, global_stats
 from service.store.search import keys_ready
 
 TOP_CUSTOMERS = 10
@@ -162,10 +162,15 @@ class OrderStats:
         self._client = client
 
     async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
-        """Over every order: from the rollups (when a client is given and they are built);
-        else one pipeline."""
-        if self._client is not None and not filters.model_dump(exclude_defaults=True):
+        """Over every order, or over one customer's: from the rollups (when a client is given
+        and they are built); else one pipeline."""
+        given = filters.model_dump(exclude_defaults=True)
+        if self._client is not None and not given:
             stats = await global_stats(self._client, self._db, currency)
+            if stats is not None:
+                return stats
+        if self._client is not None and set(given) == {"customer_id"}:
+            stats = await customer_stats(self._client, self._db, given["customer_id"], currency)
             if stats is not None:
                 return stats
         return await self.aggregate(filters, currency)
