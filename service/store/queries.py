@@ -16,7 +16,7 @@ from service.domain.statuses import CLOSED
 from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
-from service.store.rollups.reads import status_counts
+from service.store.rollups.reads import day_counts, status_counts
 from service.store.search import keys_ready, narrows, search_clause
 
 SORT_FIELDS = {
@@ -123,16 +123,23 @@ class OrderQueries:
 
     async def _count(self, where: Document) -> int:
         """Matching orders; for no filter at all, the collection's own count, and for a
-        status filter alone, the rollups (a full count of a million orders reads every one
-        of them, and a count by status an index entry per order)."""
+        filter by status and/or creation day alone, the rollups (a full count of a million
+        orders reads every one of them, and a count by status or day an index entry per
+        order)."""
         if not where:
             return await self._orders.estimated_document_count()
-        if self._client is not None and set(where) == {"status"}:
-            counts = await status_counts(self._client, self._db)
-            if counts is None:  # the rollups are being built
-                return await self._orders.count_documents(where)
-            wanted = where["status"].get("$in", [str(s) for s in OrderStatus])
-            return sum(counts.get(s, 0) for s in wanted if s not in where["status"].get("$nin", ()))
+        if self._client is not None and set(where) <= {"status", "created_at"}:
+            statuses = set(map(str, OrderStatus))
+            if "status" in where:
+                statuses &= set(where["status"].get("$in", statuses))
+                statuses -= set(where["status"].get("$nin", ()))
+            counted = await (
+                status_counts(self._client, self._db)
+                if "created_at" not in where
+                else day_counts(self._client, self._db, *_days(where["created_at"]))
+            )
+            if counted is not None:  # else the rollups are being built
+                return sum(counted.get(s, 0) for s in statuses)
         return await self._orders.count_documents(where)
 
     async def _search_page(
@@ -157,6 +164,15 @@ class OrderQueries:
         result = await (await self._orders.aggregate(pipeline, allowDiskUse=True)).to_list()
         counted = result[0]["total"]
         return result[0]["page"], counted[0]["n"] if counted else 0
+
+
+def _days(created: Document) -> tuple[str | None, str | None]:
+    """The first day and the day after the last of a `created_at` filter (whole UTC days)."""
+    first, end = created.get("$gte"), created.get("$lt")
+    return (
+        None if first is None else first.strftime("%Y-%m-%d"),
+        None if end is None else end.strftime("%Y-%m-%d"),
+    )
 
 
 def _after(query: ListOrders, position: tuple[Any, int]) -> Document:

@@ -85,8 +85,14 @@ STATUS_LISTS: list[dict[str, object]] = [
     {"status": ["completed", "cancelled", "refunded"]},
     {"active_only": True},
     {"active_only": True, "status": ["pending", "completed", "on_hold"]},
+    {"date_from": "2025-10-02", "date_to": "2025-10-03"},
+    {"date_from": "2025-10-03"},
+    {"date_to": "2025-10-01"},
+    {"date_from": "2025-10-02", "date_to": "2025-10-02", "status": ["pending", "on_hold"]},
+    {"date_from": "2025-10-01", "date_to": "2025-10-04", "active_only": True},
+    {"date_from": "2025-11-01"},
 ]
-"""List queries by status alone, whose totals come from the rollups."""
+"""List queries by status and/or creation day alone, whose totals come from the rollups."""
 
 
 async def _both(

@@ -177,6 +177,50 @@ async def status_counts(
     return dict(counts)
 
 
+async def day_counts(
+    client: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    first: str | None,
+    end: str | None,
+) -> dict[str, int] | None:
+    """How many orders created from day `first` up to (not including) day `end` (UTC,
+    `YYYY-MM-DD`; None: unbounded) have each status, from the buckets of those days plus
+    pending deltas, in one snapshot; None while the rollups are not built."""
+    days: Document = {}
+    if first is not None:
+        days["$gte"] = first
+    if end is not None:
+        days["$lt"] = end
+    ids: Document = {}  # the buckets' `_id`s start with the day: a range of the `_id` index
+    if first is not None:
+        ids["$gte"] = {"day": first}
+    if end is not None:
+        ids["$lt"] = {"day": end}
+    by_status = [{"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}}]
+    async with client.start_session(snapshot=True) as session:
+        if not await built(db, session):
+            return None
+        counted = await (
+            await db[ORDER_COUNTS].aggregate(
+                [{"$match": {"_id": ids} if ids else {}}, *by_status], session=session
+            )
+        ).to_list()
+        pending = await (
+            await db[ORDERS].aggregate(
+                [
+                    *PENDING_DELTAS,
+                    {"$match": {"day": days or {"$exists": True}}},
+                    {"$group": {"_id": "$status", "n": {"$sum": "$n"}}},
+                ],
+                session=session,
+            )
+        ).to_list()
+    counts: dict[str, int] = defaultdict(int)
+    for row in (*counted, *pending):
+        counts[row["_id"]] += row["n"]
+    return dict(counts)
+
+
 def _combine(
     *,
     sums: Document,
