@@ -106,7 +106,7 @@ async def open_core(
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
-            asyncio.create_task(run_backfill(db), name="search-keys-backfill"),
+            asyncio.create_task(run_backfill(db), name="search-texts-backfill"),
         ]
         try:
             yield core

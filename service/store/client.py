@@ -50,6 +50,7 @@ CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
 
 ORDERS = "orders"
 COUNTERS = "counters"
+SEARCH_TEXTS = "search_texts"
 
 STATS_FIELDS = ("customer_id", "status", "currency", "total", "created_at")
 """What the stats pipeline reads of an order."""
@@ -102,9 +103,12 @@ ORDER_INDEXES = [
     ),
 ]
 """Each index and the query it serves: order_id lookups; idempotent placing; list and stats
-by customer, by status, by user and by date; search (a regular expression over the index
-keys of `search_text`, when the search keys of `service.store.search`, indexed by their
-backfill, cannot narrow it); the outbox sweep."""
+by customer, by status, by user and by date; search (the orders of the matching texts, see
+`service.store.search`, or a regular expression over the index keys of `search_text`); the
+outbox sweep."""
+
+TEXT_INDEXES = [IndexModel([("keys", ASCENDING)], name="keys")]
+"""The search texts by the first characters of each suffix (`service.store.search`)."""
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
@@ -132,6 +136,7 @@ SUPERSEDED_INDEXES = ("customer_created_id",)
 
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     await db[ORDERS].create_indexes(ORDER_INDEXES)
+    await db[SEARCH_TEXTS].create_indexes(TEXT_INDEXES)
     existing = {index["name"] async for index in await db[ORDERS].list_indexes()}
     for name in SUPERSEDED_INDEXES:
         if name in existing:

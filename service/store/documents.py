@@ -10,7 +10,6 @@ from service.domain.events import Event
 from service.domain.idempotency import LEGACY_MESSAGE_PREFIX, RequestKey, RequestStamp
 from service.domain.model import HistoryEntry, Item, Order
 from service.store.client import Document
-from service.store.search import SEARCH_KEYS, search_keys
 
 ORDER_FIELDS = {
     "outbox": 0,
@@ -18,11 +17,10 @@ ORDER_FIELDS = {
     "message_id": 0,
     "request_fingerprint": 0,
     "search_text": 0,
-    "search_keys": 0,
     "rollups_pending": 0,
 }
 """Projection for reading orders: the outbox, the placing key and fingerprint, the search
-text and keys and the pending rollup deltas are internal."""
+text and the pending rollup deltas are internal."""
 
 CALLER_KEY = "idempotency_key"
 MESSAGE_KEY = "message_id"
@@ -120,10 +118,8 @@ def applied_stamp(entry: Any) -> RequestStamp:
 
 
 def order_document(order: Order) -> Document:
-    text = search_text(order.customer_id, order.billing)
     return {
-        "search_text": text,
-        SEARCH_KEYS: search_keys(text),
+        "search_text": search_text(order.customer_id, order.billing),
         "_id": order.id,
         "order_id": order.order_id,
         "customer_id": order.customer_id,

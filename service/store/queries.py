@@ -17,7 +17,7 @@ from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
 from service.store.rollups.reads import day_counts, status_counts
-from service.store.search import keys_ready, narrows, search_clause
+from service.store.search import keys_ready, search_clause, text_clause
 
 SORT_FIELDS = {
     "created_at": "created_at",
@@ -35,10 +35,10 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def order_filter(filters: OrderFilters, *, search_keys: bool = False) -> Document:
+def order_filter(filters: OrderFilters, *, search: Document | None = None) -> Document:
     """The MongoDB filter for `filters`. Every user value is typed or escaped: no operators,
-    no regular expressions from the caller. With `search_keys` (every order has its keys),
-    a search reads a range of them (`service.store.search`)."""
+    no regular expressions from the caller. `search`: the condition for `filters.search`
+    from the search texts (`service.store.search`); without it, a regular expression."""
     query: Document = {}
     if filters.customer_id is not None:
         query["customer_id"] = filters.customer_id
@@ -59,12 +59,12 @@ def order_filter(filters: OrderFilters, *, search_keys: bool = False) -> Documen
     if created:
         query["created_at"] = created
     if filters.search is not None:
-        query["$or"] = _search(filters.search, search_keys=search_keys)
+        query["$or"] = _search(filters.search, search)
     return query
 
 
-def _search(text: str, *, search_keys: bool) -> list[Document]:
-    clauses: list[Document] = [search_clause(text, keys_ready=search_keys)]
+def _search(text: str, clause: Document | None) -> list[Document]:
+    clauses: list[Document] = [clause or text_clause(text)]
     digits = text.strip()
     if digits.isascii() and digits.isdigit() and int(digits) <= MAX_NUMERIC_SEARCH:
         clauses += [{"order_id": int(digits)}, {"_id": int(digits)}]
@@ -87,8 +87,8 @@ class OrderQueries:
         self._client = client
         self._keys_ready = False
 
-    async def search_keys_ready(self) -> bool:
-        """Whether searches may read the search keys; once they may, they always may."""
+    async def search_texts_ready(self) -> bool:
+        """Whether searches may read the search texts; once they may, they always may."""
         if not self._keys_ready:
             self._keys_ready = await keys_ready(self._db)
         return self._keys_ready
@@ -96,17 +96,18 @@ class OrderQueries:
     async def page(self, query: ListOrders) -> Page:
         """One page of orders, the total matching, the last page number (at least 1) and a
         cursor for the page after this one (None on the last page)."""
-        keyed = (
-            query.search is not None and narrows(query.search) and await self.search_keys_ready()
-        )
-        where = order_filter(query, search_keys=keyed)
+        search = None
+        if query.search is not None and await self.search_texts_ready():
+            search = await search_clause(self._db, query.search)
+        where = order_filter(query, search=search)
         field = SORT_FIELDS[query.order_by]
         direction = ASCENDING if query.order_direction == "asc" else DESCENDING
         unique = field in {"_id", "order_id"}  # no ties to break
         sort = [(field, direction)] if unique else [(field, direction), ("_id", direction)]
         after = _after(query, self._cursors.decode(query)) if query.cursor else None
         skip = 0 if after else (query.page - 1) * query.per_page
-        if query.search is not None and not keyed:
+        if query.search is not None and (search is None or "$in" not in search["search_text"]):
+            # by regular expression
             docs, total = await self._search_page(where, after, sort, skip, query.per_page + 1)
         else:
             found = {"$and": [where, after]} if after and where else (after or where)

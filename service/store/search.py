@@ -1,24 +1,28 @@
-"""The search keys: what lets `search` (a literal, case-insensitive substring of the order's
-`search_text`) read an index range instead of every key of the `search_text` index.
+"""The search texts: what lets `search` (a literal, case-insensitive substring of the order's
+`search_text`) read index ranges instead of every key of the `search_text` index.
 
-An order keeps, in `search_keys`, the first `KEY_LENGTH` characters of every suffix of its
-`search_text` that starts with a letter or a digit (one multikey index over them; about
-sixty keys for a typical order, no other document). A text that occurs in `search_text` is
-a prefix of one of its suffixes, so:
+Every distinct `search_text` (the lower-cased customer id, full name, email and phone: one
+per customer and billing, shared by all their orders) is a document of `search_texts`,
+with `_id` the text and `keys` the first `KEY_LENGTH` characters of every suffix of it that
+starts with a letter or a digit (a multikey index). A text that occurs in a search text is
+a prefix of one of its suffixes, so a search:
 
-- a search whose text starts with a letter or digit and is at most `KEY_LENGTH` long
-  matches exactly the orders with a key in the range of that prefix (no regular
-  expression, no document read to decide);
-- a longer one, or one starting with other characters, reads the range of its first
-  `KEY_LENGTH` characters from the first letter or digit on, and the regular expression
-  decides among those orders;
-- a text without any letter or digit uses the regular expression over the `search_text`
-  index, as before the keys existed.
+1. reads the range of its first `KEY_LENGTH` characters (from its first letter or digit on)
+   in that index; a search at most `KEY_LENGTH` long that starts with a letter or digit is
+   decided by the range alone, a longer one by the regular expression on those texts'
+   `_id`s;
+2. then reads the orders whose `search_text` is one of those texts (the `search_text`
+   index: one range per text, counted from the index alone).
 
-Orders stored before the keys existed get them from `backfill_search_keys` (in the
-background at start-up), which then builds the index; until its first pass is complete,
-searches use the regular expression, so they see every order whatever the migration's
-progress.
+A text without any letter or digit, or one matching more than `MAX_TEXTS` texts, uses the
+regular expression over the `search_text` index of the orders, as before.
+
+An order's text is written before the order (`remember_texts`), so any stored order has its
+text; a text whose order then failed to be stored matches no order. Orders stored before
+the texts existed get theirs from `backfill_search_texts` (in the background at start-up);
+until its first pass completed, searches use the regular expression, so they see every
+order whatever the migration's progress. The keys cost index entries once per distinct text
+instead of once per order (a million orders of 50,000 customers: 50,000 texts).
 """
 
 from __future__ import annotations
@@ -26,32 +30,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterable
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
-from service.store.client import ORDERS, Document
+from service.store.client import ORDERS, SEARCH_TEXTS, Document
 
 log = logging.getLogger(__name__)
 
-SEARCH_KEYS = "search_keys"
-SEARCH_INDEX = IndexModel([(SEARCH_KEYS, ASCENDING)], name=SEARCH_KEYS)
-"""Made by the backfill once every order has its keys: one bulk build of the keys sorted
-costs far less than adding them to the index order by order."""
 KEY_LENGTH = 8
-"""Characters kept of each suffix: a search up to this long is answered by the keys alone."""
+"""Characters kept of each suffix: a search up to this long is decided by the keys alone."""
+MAX_TEXTS = 5_000
+"""More texts than this matching a search: the regular expression over the orders instead
+(a handful of characters found in most customers' texts reads most orders either way)."""
 MIGRATIONS = "migrations"
-BACKFILL = "search-keys-v1"
+BACKFILL = "search-texts-v1"
 """The backfill's marker in `MIGRATIONS`: `after` (the last order `_id` it has passed) and
 `done` once a pass over every order completed."""
-BACKFILL_BATCH = 1000
+BACKFILL_BATCH = 5000
 RECHECK_IDS = 10_000
 """A backfill resumes this many ids before where the last one stopped: an order whose id was
 taken before that pass ended may have been stored after it (by an earlier version)."""
+DUPLICATE_KEY = 11000
 
 
 def search_keys(text: str) -> list[str]:
-    """The keys of a stored (lower-cased) `search_text`."""
+    """The keys of a (lower-cased) search text."""
     return sorted({text[i : i + KEY_LENGTH] for i, char in enumerate(text) if char.isalnum()})
 
 
@@ -61,89 +67,107 @@ def literal(text: str) -> str:
     return r"\x00".join(re.escape(part) for part in text.split("\x00"))
 
 
-def narrows(text: str) -> bool:
-    """Whether the keys narrow a search of `text` (it has a letter or digit)."""
-    return any(char.isalnum() for char in text.lower())
+def text_clause(text: str) -> Document:
+    """The search by regular expression over the orders' `search_text`."""
+    return {"search_text": {"$regex": literal(text.lower())}}
 
 
-def search_clause(text: str, *, keys_ready: bool) -> Document:
-    """The condition for orders whose `search_text` contains `text` (case-insensitive)."""
-    wanted = text.lower()
-    regex = {"search_text": {"$regex": literal(wanted)}}
+def _texts_query(wanted: str) -> Document | None:
+    """The search texts containing `wanted` (lower-cased), or None if the keys cannot narrow
+    them (no letter or digit)."""
     start = next((i for i, char in enumerate(wanted) if char.isalnum()), None)
-    if not keys_ready or start is None:
-        return regex
+    if start is None:
+        return None
     prefix = wanted[start : start + KEY_LENGTH]
-    # one condition on the array: some key starts with `prefix` (an index range)
-    keys = {SEARCH_KEYS: {"$regex": "^" + literal(prefix)}}
-    if start == 0 and len(wanted) <= KEY_LENGTH:
-        return keys  # the range is exactly the orders containing `wanted`
-    return keys | regex
+    # one condition on the array: some key starts with `prefix` (one index range)
+    query: Document = {"keys": {"$regex": "^" + literal(prefix)}}
+    if start > 0 or len(wanted) > KEY_LENGTH:
+        query["_id"] = {"$regex": literal(wanted)}
+    return query
+
+
+async def search_clause(db: AsyncDatabase[Document], text: str) -> Document:
+    """The condition on orders whose `search_text` contains `text` (case-insensitive), once
+    every order's text is in `search_texts` (`keys_ready`)."""
+    query = _texts_query(text.lower())
+    if query is None:
+        return text_clause(text)
+    cursor = db[SEARCH_TEXTS].find(query, {"_id": 1}).limit(MAX_TEXTS + 1)
+    texts = [doc["_id"] async for doc in cursor]
+    if len(texts) > MAX_TEXTS:
+        return text_clause(text)
+    return {"search_text": {"$in": texts}}
+
+
+async def remember_texts(db: AsyncDatabase[Document], texts: Iterable[str]) -> None:
+    """Make sure each of `texts` is in `search_texts` (before the orders that have them are
+    stored). A text already there is matched and left as it is: nothing is written."""
+    updates = [
+        UpdateOne({"_id": text}, {"$setOnInsert": {"keys": search_keys(text)}}, upsert=True)
+        for text in sorted(set(texts))
+    ]
+    if not updates:
+        return
+    try:
+        await db[SEARCH_TEXTS].bulk_write(updates, ordered=False)
+    except BulkWriteError as exc:  # two processes inserting one new text: it is there
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 async def keys_ready(db: AsyncDatabase[Document]) -> bool:
-    """Whether every order has its search keys (the backfill's first pass completed)."""
+    """Whether every order's text is in `search_texts` (the backfill's first pass
+    completed)."""
     marker = await db[MIGRATIONS].find_one({"_id": BACKFILL}, {"done": 1})
     return bool(marker and marker.get("done"))
 
 
-async def backfill_search_keys(db: AsyncDatabase[Document], *, batch: int = BACKFILL_BATCH) -> int:
-    """Give the orders stored without search keys their keys, in `_id` order from where the
-    last pass stopped; once a pass reached the last order, make sure of the index and mark
-    the keys ready. Returns how many orders it changed.
-
-    Every write is conditional on the order still lacking keys and on the text it was
-    computed from (which never changes once placed), so passes of several processes at
-    once only repeat each other's reads."""
+async def backfill_search_texts(db: AsyncDatabase[Document], *, batch: int = BACKFILL_BATCH) -> int:
+    """Put the texts of the stored orders into `search_texts`, in `_id` order from where the
+    last pass stopped; mark the texts ready once a pass reached the last order. Returns how
+    many texts it added. Orders are only read; texts are upserted, so passes of several
+    processes at once only repeat each other's work."""
     marker = await db[MIGRATIONS].find_one({"_id": BACKFILL}) or {}
     after = marker.get("after")
     if after is not None and marker.get("done"):
         after -= RECHECK_IDS
-    changed = 0
+    added = 0
     if not marker.get("done"):
-        log.info("giving the stored orders their search keys")
+        log.info("collecting the search texts of the stored orders")
     while True:
         where = {} if after is None else {"_id": {"$gt": after}}
         docs = (
-            await db[ORDERS]
-            .find(where, {"search_text": 1, "keyed": {"$isArray": f"${SEARCH_KEYS}"}})
-            .sort("_id", 1)
-            .limit(batch)
-            .to_list()
+            await db[ORDERS].find(where, {"search_text": 1}).sort("_id", 1).limit(batch).to_list()
         )
         if not docs:
             break
-        updates = [
-            UpdateOne(
-                {"_id": doc["_id"], SEARCH_KEYS: {"$exists": False}, "search_text": text},
-                {"$set": {SEARCH_KEYS: search_keys(text)}},
-            )
-            for doc in docs
-            if not doc["keyed"] and isinstance(text := doc.get("search_text"), str)
-        ]
-        if updates:
-            changed += (await db[ORDERS].bulk_write(updates, ordered=False)).modified_count
+        texts = {doc["search_text"] for doc in docs if isinstance(doc.get("search_text"), str)}
+        known = {
+            doc["_id"]
+            async for doc in db[SEARCH_TEXTS].find({"_id": {"$in": sorted(texts)}}, {"_id": 1})
+        }
+        await remember_texts(db, texts - known)
+        added += len(texts - known)
         after = docs[-1]["_id"]
         await db[MIGRATIONS].update_one({"_id": BACKFILL}, {"$max": {"after": after}}, upsert=True)
         if len(docs) < batch:
             break
-    await db[ORDERS].create_indexes([SEARCH_INDEX])
     await db[MIGRATIONS].update_one({"_id": BACKFILL}, {"$set": {"done": True}}, upsert=True)
     if not marker.get("done"):
-        log.info("search keys given to %d stored orders", changed)
-    return changed
+        log.info("%d search texts collected", added)
+    return added
 
 
 async def run_backfill(db: AsyncDatabase[Document], *, retry_seconds: float = 5.0) -> None:
-    """`backfill_search_keys` in the background at start-up, retried until one pass
+    """`backfill_search_texts` in the background at start-up, retried until one pass
     completes (outages are waited out)."""
     while True:
         try:
-            await backfill_search_keys(db)
+            await backfill_search_texts(db)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("giving orders their search keys failed; retrying", exc_info=True)
+            log.warning("collecting the search texts failed; retrying", exc_info=True)
             await asyncio.sleep(retry_seconds)
         else:
             return

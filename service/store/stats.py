@@ -16,16 +16,16 @@ from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
 from service.store.rollups.reads import customer_stats, global_stats
-from service.store.search import keys_ready
+from service.store.search import keys_ready, search_clause
 
 TOP_CUSTOMERS = 10
 
 
 def stats_pipeline(
-    filters: OrderFilters, currency: str, *, search_keys: bool = False
+    filters: OrderFilters, currency: str, *, search: Document | None = None
 ) -> list[Document]:
-    """Revenue counts orders in `currency` that are not cancelled or refunded; `search_keys`
-    as for `order_filter`."""
+    """Revenue counts orders in `currency` that are not cancelled or refunded; `search` as
+    for `order_filter`."""
     counts = {
         "$and": [
             {"$not": [{"$in": ["$status", sorted(str(s) for s in NO_REVENUE)]}]},
@@ -34,7 +34,7 @@ def stats_pipeline(
     }
     revenue = {"$cond": [counts, "$total", Decimal128("0")]}
     return [
-        {"$match": order_filter(filters, search_keys=search_keys)},
+        {"$match": order_filter(filters, search=search)},
         # only what the index by customer carries: stats by customer never fetch an order
         {"$project": {"_id": 0, **dict.fromkeys(STATS_FIELDS, 1)}},
         {
@@ -177,7 +177,9 @@ class OrderStats:
 
     async def aggregate(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
         """The stats pipeline over the orders themselves."""
-        keyed = filters.search is not None and await keys_ready(self._db)
-        cursor = await self._orders.aggregate(stats_pipeline(filters, currency, search_keys=keyed))
+        search = None
+        if filters.search is not None and await keys_ready(self._db):
+            search = await search_clause(self._db, filters.search)
+        cursor = await self._orders.aggregate(stats_pipeline(filters, currency, search=search))
         results = await cursor.to_list()
         return stats_view(results[0])

@@ -1,6 +1,6 @@
-"""Searching by the search keys finds exactly what the regular expression over `search_text`
-finds, for any text; orders stored without keys get them from the backfill, and until it
-has completed a search still finds them."""
+"""Searching by the search texts finds exactly what the regular expression over `search_text`
+finds, for any text; the texts of orders stored before them come from the backfill, and
+until it has completed a search still finds every order."""
 
 # ruff: noqa: RUF001 - look-alike letters are what this test is about
 
@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schemas.queries import ListOrders
 from service.application.delivery import Delivery
 from service.application.usecases import OrderService
-from service.store.client import ORDERS, Document
+from service.store.client import ORDERS, SEARCH_TEXTS, Document
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
@@ -28,9 +28,10 @@ from service.store.search import (
     BACKFILL,
     KEY_LENGTH,
     MIGRATIONS,
-    SEARCH_KEYS,
-    backfill_search_keys,
+    backfill_search_texts,
     keys_ready,
+    remember_texts,
+    search_clause,
     search_keys,
 )
 from service.store.stats import OrderStats
@@ -119,7 +120,8 @@ def _valid(text: str) -> str | None:
 
 
 async def _matching(db: AsyncDatabase[Document], text: str, *, keyed: bool) -> set[int]:
-    where = order_filter(ListOrders(search=text), search_keys=keyed)
+    search = await search_clause(db, text) if keyed else None
+    where = order_filter(ListOrders(search=text), search=search)
     return {doc["_id"] async for doc in db[ORDERS].find(where, {"_id": 1})}
 
 
@@ -127,6 +129,7 @@ async def test_the_keys_find_what_the_regular_expression_finds(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
     ids = await _place_people(db, relay)
+    await _texts_are_right(db)  # placing stored each order's text
     seen: set[int] = set()
     found = 0
     for query in _queries(ids, 1500):
@@ -155,84 +158,90 @@ async def test_pages_and_totals_are_those_of_the_regular_expression(
             expected.append((query, await before.page(query)))
     assert not await keys_ready(db)
 
-    assert await backfill_search_keys(db) == 0  # every order has its keys already
+    assert await backfill_search_texts(db) == 0  # every order's text is there already
     assert await keys_ready(db)
     keyed = OrderQueries(db, cursors=CURSORS)
     for query, page in expected:
         assert await keyed.page(query) == page, query
 
 
-async def test_a_search_reads_a_range_of_the_keys(
+async def test_a_search_reads_ranges_of_indexes_only(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
     await _place_people(db, relay)
-    await backfill_search_keys(db)
-    exact = order_filter(ListOrders(search="CKERM"), search_keys=True)
-    plan = await db.command(
+    await backfill_search_texts(db)
+    texts = await db.command(
         "explain",
-        {"count": ORDERS, "query": exact},
+        {"find": SEARCH_TEXTS, "filter": {"keys": {"$regex": "^ckerm"}}},
         verbosity="executionStats",
     )
-    stats = plan["executionStats"]
-    assert stats["totalDocsExamined"] == 0  # the index range decides alone
-    assert "search_keys" in str(plan["queryPlanner"]["winningPlan"])
-    longer = order_filter(ListOrders(search="Ackermann12@"), search_keys=True)
+    assert "'indexName': 'keys'" in str(texts["queryPlanner"]["winningPlan"])
+    assert texts["executionStats"]["nReturned"] == 2  # Anna's text, Max's text
+    clause = await search_clause(db, "CKERM")
+    assert len(clause["search_text"]["$in"]) == 2
+    where = order_filter(ListOrders(search="CKERM"), search=clause)
     plan = await db.command(
-        "explain", {"count": ORDERS, "query": longer}, verbosity="executionStats"
+        "explain", {"count": ORDERS, "query": where}, verbosity="executionStats"
     )
-    assert "search_keys" in str(plan["queryPlanner"]["winningPlan"])
-    # only the orders with a key "ackerman" are read (Anna's and Max's, two each)
-    assert plan["executionStats"]["totalDocsExamined"] == 4
-    assert await db[ORDERS].count_documents(longer) == 2
+    assert plan["executionStats"]["totalDocsExamined"] == 0  # counted from the index
+    assert "search_text" in str(plan["queryPlanner"]["winningPlan"])
+    assert await db[ORDERS].count_documents(where) == 4
+    longer = await search_clause(db, "Ackermann12@")  # the regular expression decides
+    assert len(longer["search_text"]["$in"]) == 1
+    assert await search_clause(db, "@.") == {"search_text": {"$regex": "@\\."}}
 
 
-async def _unkeyed(db: AsyncDatabase[Document], ids: list[int] | None = None) -> None:
-    """As an earlier version stored them: no keys."""
-    where: Document = {} if ids is None else {"_id": {"$in": ids}}
-    await db[ORDERS].update_many(where, {"$unset": {SEARCH_KEYS: ""}})
+async def _forgotten(db: AsyncDatabase[Document], texts: list[str] | None = None) -> None:
+    """As an earlier version stored the orders: no search texts."""
+    await db[SEARCH_TEXTS].delete_many({} if texts is None else {"_id": {"$in": texts}})
 
 
-async def _keys_are_right(db: AsyncDatabase[Document]) -> None:
-    async for doc in db[ORDERS].find({}, {"search_text": 1, SEARCH_KEYS: 1}):
-        assert doc[SEARCH_KEYS] == search_keys(doc["search_text"]), doc["_id"]
+async def _texts_are_right(db: AsyncDatabase[Document]) -> None:
+    stored = {doc["_id"]: doc["keys"] async for doc in db[SEARCH_TEXTS].find({})}
+    assert all(keys == search_keys(text) for text, keys in stored.items())
+    assert set(stored) == set(await db[ORDERS].distinct("search_text"))
 
 
-async def test_orders_stored_without_keys_get_them_and_are_found_meanwhile(
+async def test_the_texts_of_orders_stored_before_them_are_collected(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
     ids = await _place_people(db, relay)
-    await _unkeyed(db)
+    await _forgotten(db)
     await db[MIGRATIONS].delete_many({})
     queries = OrderQueries(db, cursors=CURSORS)
     page = await queries.page(ListOrders(search="ACKERMANN"))
     assert page.total == 4  # found by the regular expression meanwhile
 
-    assert await backfill_search_keys(db, batch=5) == len(ids)
-    await _keys_are_right(db)
+    assert await backfill_search_texts(db, batch=5) == len(PEOPLE)
+    await _texts_are_right(db)
     marker = await db[MIGRATIONS].find_one({"_id": BACKFILL})
     assert marker is not None
     assert (marker["done"], marker["after"]) == (True, max(ids))
-    assert await queries.search_keys_ready()
+    assert await queries.search_texts_ready()
     assert (await queries.page(ListOrders(search="ACKERMANN"))).total == 4
-    assert await backfill_search_keys(db) == 0  # nothing twice
+    assert await backfill_search_texts(db) == 0  # nothing twice
 
     # an order an earlier version stored after the pass (a rolling upgrade): the next
-    # start-up's pass gives it its keys
-    await _unkeyed(db, [ids[3]])
-    assert await backfill_search_keys(db) == 1
-    await _keys_are_right(db)
+    # start-up's pass collects its text
+    order = await db[ORDERS].find_one({"_id": ids[3]})
+    assert order is not None
+    await _forgotten(db, [order["search_text"]])
+    assert await backfill_search_texts(db) == 1
+    await _texts_are_right(db)
 
 
-async def test_backfills_of_several_processes_at_once(
+async def test_backfills_and_placements_of_several_processes_at_once(
     db: AsyncDatabase[Document], relay: OutboxRelay
 ) -> None:
-    ids = await _place_people(db, relay)
-    await _unkeyed(db)
+    await _place_people(db, relay)
+    await _forgotten(db)
     await db[MIGRATIONS].delete_many({})
-    changed = await asyncio.gather(*(backfill_search_keys(db, batch=3) for _ in range(3)))
-    assert sum(changed) == len(ids)  # each order written once
-    await _keys_are_right(db)
+    await asyncio.gather(*(backfill_search_texts(db, batch=3) for _ in range(3)))
+    await _texts_are_right(db)
     assert await keys_ready(db)
+    # one new text placed by several processes at once is stored once, without an error
+    await asyncio.gather(*(remember_texts(db, ["new\ntext"]) for _ in range(8)))
+    assert await db[SEARCH_TEXTS].count_documents({"_id": "new\ntext"}) == 1
 
 
 @pytest.mark.parametrize(
