@@ -35,7 +35,7 @@ from service.store.documents import (
     placement_stamp,
 )
 from service.store.rollups.deltas import change_deltas, place_deltas
-from service.store.search import remember_texts
+from service.store.search import KnownTexts
 
 DUPLICATE_KEY = 11000
 
@@ -79,6 +79,7 @@ WRITE_BATCH = 500
 class OrderStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
+        self._texts = KnownTexts()
         self._orders = db[ORDERS]
         self._counters = db[COUNTERS]
         # Reads by id that arrive together (or while one runs) share one `$in` find; an idle
@@ -107,7 +108,7 @@ class OrderStore:
         unordered `insert_many`, after their search texts. Per placement: None, or the
         duplicate it ran into."""
         docs = [_placement_document(p) for p in placements]
-        await remember_texts(self._db, (doc["search_text"] for doc in docs))
+        await self._texts.remember(self._db, (doc["search_text"] for doc in docs))
         try:
             await self._orders.insert_many(docs, ordered=False)
         except BulkWriteError as exc:

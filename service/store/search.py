@@ -18,11 +18,13 @@ A text without any letter or digit, or one matching more than `MAX_TEXTS` texts,
 regular expression over the `search_text` index of the orders, as before.
 
 An order's text is written before the order (`remember_texts`), so any stored order has its
-text; a text whose order then failed to be stored matches no order. Orders stored before
-the texts existed get theirs from `backfill_search_texts` (in the background at start-up);
-until its first pass completed, searches use the regular expression, so they see every
-order whatever the migration's progress. The keys cost index entries once per distinct text
-instead of once per order (a million orders of 50,000 customers: 50,000 texts).
+text; a text whose order then failed to be stored matches no order. A process does not
+write again a text it wrote or saw before (`KnownTexts`): texts are never removed. Orders
+stored before the texts existed get theirs from `backfill_search_texts` (in the background
+at start-up); until its first pass completed, searches use the regular expression, so they
+see every order whatever the migration's progress. The keys cost index entries once per
+distinct text instead of once per order (a million orders of 50,000 customers: 50,000
+texts).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ RECHECK_IDS = 10_000
 """A backfill resumes this many ids before where the last one stopped: an order whose id was
 taken before that pass ended may have been stored after it (by an earlier version)."""
 DUPLICATE_KEY = 11000
+KNOWN_TEXTS = 10_000
 
 
 def search_keys(text: str) -> list[str]:
@@ -97,6 +100,25 @@ async def search_clause(db: AsyncDatabase[Document], text: str) -> Document:
     if len(texts) > MAX_TEXTS:
         return text_clause(text)
     return {"search_text": {"$in": texts}}
+
+
+class KnownTexts:
+    """The texts this process knows are in `search_texts` (texts are never removed), so
+    orders of a repeat customer cost no command; at most `size`, forgotten all at once."""
+
+    def __init__(self, size: int = KNOWN_TEXTS) -> None:
+        self._size = size
+        self._known: set[str] = set()
+
+    async def remember(self, db: AsyncDatabase[Document], texts: Iterable[str]) -> None:
+        """`remember_texts` for those of `texts` not known here."""
+        new = set(texts) - self._known
+        if not new:
+            return
+        await remember_texts(db, new)
+        if len(self._known) + len(new) > self._size:
+            self._known.clear()
+        self._known |= new
 
 
 async def remember_texts(db: AsyncDatabase[Document], texts: Iterable[str]) -> None:

@@ -28,6 +28,7 @@ from service.store.search import (
     BACKFILL,
     KEY_LENGTH,
     MIGRATIONS,
+    KnownTexts,
     backfill_search_texts,
     keys_ready,
     remember_texts,
@@ -242,6 +243,18 @@ async def test_backfills_and_placements_of_several_processes_at_once(
     # one new text placed by several processes at once is stored once, without an error
     await asyncio.gather(*(remember_texts(db, ["new\ntext"]) for _ in range(8)))
     assert await db[SEARCH_TEXTS].count_documents({"_id": "new\ntext"}) == 1
+
+
+async def test_a_known_text_costs_no_command(db: AsyncDatabase[Document]) -> None:
+    known = KnownTexts(size=2)
+    await known.remember(db, ["a", "b"])
+    await db[SEARCH_TEXTS].delete_many({})  # (texts are never removed: this shows no write)
+    await known.remember(db, ["a", "b"])
+    assert await db[SEARCH_TEXTS].count_documents({}) == 0
+    await known.remember(db, ["a", "c"])  # writes "c"; over its size, it forgets the rest
+    assert await db[SEARCH_TEXTS].distinct("_id") == ["c"]
+    await known.remember(db, ["a", "c"])
+    assert await db[SEARCH_TEXTS].distinct("_id") == ["a", "c"]
 
 
 @pytest.mark.parametrize(
