@@ -107,9 +107,6 @@ by customer, by status, by user and by date; search (the orders of the matching 
 `service.store.search`, or a regular expression over the index keys of `search_text`); the
 outbox sweep."""
 
-TEXT_INDEXES = [IndexModel([("keys", ASCENDING)], name="keys")]
-"""The search texts by the first characters of each suffix (`service.store.search`)."""
-
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
     """A client with majority writes; nothing is sent until the first operation."""
@@ -136,7 +133,6 @@ SUPERSEDED_INDEXES = ("customer_created_id",)
 
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     await db[ORDERS].create_indexes(ORDER_INDEXES)
-    await db[SEARCH_TEXTS].create_indexes(TEXT_INDEXES)
     existing = {index["name"] async for index in await db[ORDERS].list_indexes()}
     for name in SUPERSEDED_INDEXES:
         if name in existing:
