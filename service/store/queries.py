@@ -17,7 +17,7 @@ from service.store.client import ORDERS, Document
 from service.store.cursors import CursorCodec
 from service.store.documents import ORDER_FIELDS, order_from_document
 from service.store.rollups.reads import day_counts, status_counts
-from service.store.search import keys_ready, search_clause, text_clause
+from service.store.search import search_clause, text_clause, texts_ready
 
 SORT_FIELDS = {
     "created_at": "created_at",
@@ -85,13 +85,13 @@ class OrderQueries:
         self._cursors = cursors
         self._orders = db[ORDERS]
         self._client = client
-        self._keys_ready = False
+        self._texts_ready = False
 
     async def search_texts_ready(self) -> bool:
         """Whether searches may read the search texts; once they may, they always may."""
-        if not self._keys_ready:
-            self._keys_ready = await keys_ready(self._db)
-        return self._keys_ready
+        if not self._texts_ready:
+            self._texts_ready = await texts_ready(self._db)
+        return self._texts_ready
 
     async def page(self, query: ListOrders) -> Page:
         """One page of orders, the total matching, the last page number (at least 1) and a

@@ -95,7 +95,7 @@ def _texts_query(wanted: str) -> Document | None:
 
 async def search_clause(db: AsyncDatabase[Document], text: str) -> Document:
     """The condition on orders whose `search_text` contains `text` (case-insensitive), once
-    every order's text is in `search_texts` (`keys_ready`)."""
+    every order's text is in `search_texts` (`texts_ready`)."""
     query = _texts_query(text.lower())
     if query is None:
         return text_clause(text)
@@ -141,7 +141,7 @@ async def remember_texts(db: AsyncDatabase[Document], texts: Iterable[str]) -> N
             raise
 
 
-async def keys_ready(db: AsyncDatabase[Document]) -> bool:
+async def texts_ready(db: AsyncDatabase[Document]) -> bool:
     """Whether every order's text is in `search_texts` (the backfill's first pass
     completed)."""
     marker = await db[MIGRATIONS].find_one({"_id": BACKFILL}, {"done": 1})

@@ -16,7 +16,7 @@ from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
 from service.store.rollups.reads import customer_stats, global_stats
-from service.store.search import keys_ready, search_clause
+from service.store.search import search_clause, texts_ready
 
 TOP_CUSTOMERS = 10
 
@@ -178,7 +178,7 @@ class OrderStats:
     async def aggregate(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
         """The stats pipeline over the orders themselves."""
         search = None
-        if filters.search is not None and await keys_ready(self._db):
+        if filters.search is not None and await texts_ready(self._db):
             search = await search_clause(self._db, filters.search)
         cursor = await self._orders.aggregate(stats_pipeline(filters, currency, search=search))
         results = await cursor.to_list()

@@ -30,10 +30,10 @@ from service.store.search import (
     MIGRATIONS,
     KnownTexts,
     backfill_search_texts,
-    keys_ready,
     remember_texts,
     search_clause,
     search_keys,
+    texts_ready,
 )
 from service.store.stats import OrderStats
 from tests.integration.builders import CURSORS, place_order
@@ -157,10 +157,10 @@ async def test_pages_and_totals_are_those_of_the_regular_expression(
         for extra in ({}, {"per_page": 2}, {"per_page": 3, "page": 2}, {"order_by": "total"}):
             query = ListOrders.model_validate({"search": text, **extra})
             expected.append((query, await before.page(query)))
-    assert not await keys_ready(db)
+    assert not await texts_ready(db)
 
     assert await backfill_search_texts(db) == 0  # every order's text is there already
-    assert await keys_ready(db)
+    assert await texts_ready(db)
     keyed = OrderQueries(db, cursors=CURSORS)
     for query, page in expected:
         assert await keyed.page(query) == page, query
@@ -239,7 +239,7 @@ async def test_backfills_and_placements_of_several_processes_at_once(
     await db[MIGRATIONS].delete_many({})
     await asyncio.gather(*(backfill_search_texts(db, batch=3) for _ in range(3)))
     await _texts_are_right(db)
-    assert await keys_ready(db)
+    assert await texts_ready(db)
     # one new text placed by several processes at once is stored once, without an error
     await asyncio.gather(*(remember_texts(db, ["new\ntext"]) for _ in range(8)))
     assert await db[SEARCH_TEXTS].count_documents({"_id": "new\ntext"}) == 1
