@@ -55,7 +55,7 @@ from bench.run import (
     FINAL_READY_TIMEOUT,
     query_figures,
     rpc_latencies,
-    search_keys_ready,
+    search_texts_ready,
 )
 from bench.scale import from_env
 from devtools import rabbitmq
@@ -200,10 +200,10 @@ async def _run(
             ready = await wait_ready(infra, worker, timeout=FINAL_READY_TIMEOUT)
             result["ready_s"] = round(ready, 1)
             log(f"worker ready in {result['ready_s']}s")
-            result["search_keys_ready_s"] = round(
-                ready + await search_keys_ready(infra.mongo.url), 1
+            result["search_texts_ready_s"] = round(
+                ready + await search_texts_ready(infra.mongo.url), 1
             )
-            log(f"search keys ready {result['search_keys_ready_s']}s after the start")
+            log(f"search texts ready {result['search_texts_ready_s']}s after the start")
             result["load1_ready"] = loadavg()
             async with RpcClient.connect(infra.amqp_url) as client:
                 result |= await query_figures(client, loaded, scale, sampler)

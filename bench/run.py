@@ -66,7 +66,7 @@ from bench.report import jsonable, table, verdicts, write
 from bench.scale import Scale, from_env
 from devtools.rabbitmq import RabbitMQError
 from service.store.client import Document, connect, database
-from service.store.search import keys_ready
+from service.store.search import texts_ready
 
 OUTPUT = REPO_ROOT / ".bench" / "latest.json"
 LOGS = REPO_ROOT / ".bench" / "logs"
@@ -361,16 +361,16 @@ async def _http(
     return figures
 
 
-async def search_keys_ready(url: str, timeout: float = FINAL_READY_TIMEOUT) -> float:  # noqa: ASYNC109
-    """Seconds until the worker's backfill of the search keys completed (on a bulk load:
-    a pass over the orders, which have their keys already, and the index build)."""
+async def search_texts_ready(url: str, timeout: float = FINAL_READY_TIMEOUT) -> float:  # noqa: ASYNC109
+    """Seconds until the worker has collected the orders' search texts (on a bulk load: one
+    pass reading the orders, then the texts' index build); searches use them from then on."""
     mongo = connect(url, timeout_ms=30_000)
     started = time.monotonic()
     try:
         db = database(mongo, BIG_DATABASE)
-        while not await keys_ready(db):
+        while not await texts_ready(db):
             if time.monotonic() - started > timeout:
-                raise BenchError("the search keys' backfill did not complete")
+                raise BenchError("the search texts' backfill did not complete")
             await asyncio.sleep(1.0)
     finally:
         await mongo.close()
@@ -394,9 +394,11 @@ async def _long_running_worker(
         ready_s = await wait_ready(infra, worker, timeout=FINAL_READY_TIMEOUT)
         result["final_worker_ready_s"] = round(ready_s, 1)
         log(f"worker on {loaded.orders:,} orders ready in {ready_s:.1f}s")
-        # the worker indexes the search keys in the background; searches wait for them
-        result["search_keys_ready_s"] = round(ready_s + await search_keys_ready(infra.mongo.url), 1)
-        log(f"search keys ready {result['search_keys_ready_s']:.1f}s after the start")
+        # the worker collects the search texts in the background; searches wait for them
+        result["search_texts_ready_s"] = round(
+            ready_s + await search_texts_ready(infra.mongo.url), 1
+        )
+        log(f"search texts ready {result['search_texts_ready_s']:.1f}s after the start")
         async with RpcClient.connect(infra.amqp_url) as client:
             result |= await queries(client, loaded, scale, sampler)
         result |= await _soak(
