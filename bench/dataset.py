@@ -26,6 +26,7 @@ from service.store.client import COUNTERS, ORDERS, Document, ensure_indexes
 from service.store.documents import order_document
 
 BATCH = 5_000
+SEED = 20251106
 SPAN_DAYS = 730
 ZIPF_S = 1.0
 ZIPF_Q = 20.0
@@ -213,7 +214,7 @@ async def load(
     db: AsyncDatabase[Document],
     size: int,
     customers: int,
-    seed: int = 20251106,
+    seed: int = SEED,
     progress: Any = None,
 ) -> Loaded:
     """Bulk-load `size` orders with `insert_many` in batches (building the next batch while

@@ -32,6 +32,7 @@ from service.store.queries import OrderQueries
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
 from service.store.rollups.schema import ensure_rollup_indexes
+from service.store.search import run_backfill
 from service.store.stats import OrderStats
 from service.topology import STREAM_RETENTION, Topology, is_stream
 
@@ -105,6 +106,7 @@ async def open_core(
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
+            asyncio.create_task(run_backfill(db), name="search-texts-backfill"),
         ]
         try:
             yield core

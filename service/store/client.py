@@ -50,6 +50,7 @@ CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
 
 ORDERS = "orders"
 COUNTERS = "counters"
+SEARCH_TEXTS = "search_texts"
 
 STATS_FIELDS = ("customer_id", "status", "currency", "total", "created_at")
 """What the stats pipeline reads of an order."""
@@ -102,8 +103,9 @@ ORDER_INDEXES = [
     ),
 ]
 """Each index and the query it serves: order_id lookups; idempotent placing; list and stats
-by customer, by status, by user and by date; search (a regular expression over the index
-keys of `search_text`, so only matching documents are fetched); the outbox sweep."""
+by customer, by status, by user and by date; search (the orders of the matching texts, see
+`service.store.search`, or a regular expression over the index keys of `search_text`); the
+outbox sweep."""
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:

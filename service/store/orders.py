@@ -35,6 +35,7 @@ from service.store.documents import (
     placement_stamp,
 )
 from service.store.rollups.deltas import change_deltas, place_deltas
+from service.store.search import KnownTexts
 
 DUPLICATE_KEY = 11000
 
@@ -77,6 +78,8 @@ WRITE_BATCH = 500
 
 class OrderStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._db = db
+        self._texts = KnownTexts()
         self._orders = db[ORDERS]
         self._counters = db[COUNTERS]
         # Reads by id that arrive together (or while one runs) share one `$in` find; an idle
@@ -102,8 +105,10 @@ class OrderStore:
 
     async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
         """Store new orders, each with its `order.placed` event in the outbox, in one
-        unordered `insert_many`. Per placement: None, or the duplicate it ran into."""
+        unordered `insert_many`, after their search texts. Per placement: None, or the
+        duplicate it ran into."""
         docs = [_placement_document(p) for p in placements]
+        await self._texts.remember(self._db, (doc["search_text"] for doc in docs))
         try:
             await self._orders.insert_many(docs, ordered=False)
         except BulkWriteError as exc:

@@ -15,13 +15,17 @@ from schemas.queries import OrderFilters
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
-from service.store.rollups.reads import global_stats
+from service.store.rollups.reads import customer_stats, global_stats
+from service.store.search import search_clause, texts_ready
 
 TOP_CUSTOMERS = 10
 
 
-def stats_pipeline(filters: OrderFilters, currency: str) -> list[Document]:
-    """Revenue counts orders in `currency` that are not cancelled or refunded."""
+def stats_pipeline(
+    filters: OrderFilters, currency: str, *, search: Document | None = None
+) -> list[Document]:
+    """Revenue counts orders in `currency` that are not cancelled or refunded; `search` as
+    for `order_filter`."""
     counts = {
         "$and": [
             {"$not": [{"$in": ["$status", sorted(str(s) for s in NO_REVENUE)]}]},
@@ -30,7 +34,7 @@ def stats_pipeline(filters: OrderFilters, currency: str) -> list[Document]:
     }
     revenue = {"$cond": [counts, "$total", Decimal128("0")]}
     return [
-        {"$match": order_filter(filters)},
+        {"$match": order_filter(filters, search=search)},
         # only what the index by customer carries: stats by customer never fetch an order
         {"$project": {"_id": 0, **dict.fromkeys(STATS_FIELDS, 1)}},
         {
@@ -158,16 +162,24 @@ class OrderStats:
         self._client = client
 
     async def compute(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
-        """Over every order: from the rollups (when a client is given and they are built);
-        else one pipeline."""
-        if self._client is not None and not filters.model_dump(exclude_defaults=True):
+        """Over every order, or over one customer's: from the rollups (when a client is given
+        and they are built); else one pipeline."""
+        given = filters.model_dump(exclude_defaults=True)
+        if self._client is not None and not given:
             stats = await global_stats(self._client, self._db, currency)
+            if stats is not None:
+                return stats
+        if self._client is not None and set(given) == {"customer_id"}:
+            stats = await customer_stats(self._client, self._db, given["customer_id"], currency)
             if stats is not None:
                 return stats
         return await self.aggregate(filters, currency)
 
     async def aggregate(self, filters: OrderFilters, currency: str) -> dict[str, Any]:
         """The stats pipeline over the orders themselves."""
-        cursor = await self._orders.aggregate(stats_pipeline(filters, currency))
+        search = None
+        if filters.search is not None and await texts_ready(self._db):
+            search = await search_clause(self._db, filters.search)
+        cursor = await self._orders.aggregate(stats_pipeline(filters, currency, search=search))
         results = await cursor.to_list()
         return stats_view(results[0])

@@ -30,9 +30,10 @@ from service.store.queries import OrderQueries, order_filter
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
 from service.store.rollups.lease import LeaseLost, fenced
-from service.store.rollups.reads import global_stats
+from service.store.rollups.reads import customer_stats, global_stats
 from service.store.rollups.schema import (
     BUILT,
+    CUSTOMER_COUNTS,
     ORDER_COUNTS,
     ROLLUP_STATE,
     STATUS_COUNTS,
@@ -84,8 +85,14 @@ STATUS_LISTS: list[dict[str, object]] = [
     {"status": ["completed", "cancelled", "refunded"]},
     {"active_only": True},
     {"active_only": True, "status": ["pending", "completed", "on_hold"]},
+    {"date_from": "2025-10-02", "date_to": "2025-10-03"},
+    {"date_from": "2025-10-03"},
+    {"date_to": "2025-10-01"},
+    {"date_from": "2025-10-02", "date_to": "2025-10-02", "status": ["pending", "on_hold"]},
+    {"date_from": "2025-10-01", "date_to": "2025-10-04", "active_only": True},
+    {"date_from": "2025-11-01"},
 ]
-"""List queries by status alone, whose totals come from the rollups."""
+"""List queries by status and/or creation day alone, whose totals come from the rollups."""
 
 
 async def _both(
@@ -98,6 +105,13 @@ async def _both(
         query = ListOrders.model_validate(filters)
         total = (await OrderQueries(db, client, cursors=CURSORS).page(query)).total
         assert total == await db[ORDERS].count_documents(order_filter(query)), filters
+    for customer in [*CUSTOMERS, "nobody"]:  # and so do the stats of each customer
+        for currency in ("EUR", "USD"):
+            by_customer = await customer_stats(client, db, customer, currency)
+            pipeline = await OrderStats(db).aggregate(
+                OrderStatsQuery(customer_id=customer), currency
+            )
+            assert by_customer == pipeline, (customer, currency)
     return from_rollups, from_orders
 
 
@@ -164,14 +178,74 @@ async def test_rollups_an_earlier_version_built_are_rebuilt(
     assert rollups == pipeline
 
 
+async def test_rollups_of_the_previous_shape_are_rebuilt_with_each_customers_breakdown(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    await _workload(db, relay, client)
+    while await RollupApplier(client, db, currency="EUR").apply_once():
+        pass
+    # as version 2 left them: its marker, customers without their breakdown
+    await db[ROLLUP_STATE].delete_many({})
+    await db[ROLLUP_STATE].insert_one({"_id": "built-v2", "done": True})
+    await db[CUSTOMER_COUNTS].update_many({}, {"$unset": {"s": "", "d": ""}})
+
+    await ensure_rollups(db, "EUR")
+    assert await db[CUSTOMER_COUNTS].count_documents({"s": {"$exists": True}}) == len(CUSTOMERS)
+    await _both(db, client)  # every customer's stats equal the pipeline's
+    stats = await OrderStats(db, client).compute(OrderStatsQuery(customer_id="cust-3"), "EUR")
+    assert stats == await OrderStats(db).aggregate(OrderStatsQuery(customer_id="cust-3"), "EUR")
+
+
+async def test_each_customers_rollup_is_exact_under_concurrent_writers_and_appliers(
+    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    writers = [Writers(db, relay, client, seed=seed) for seed in (21, 22, 23)]
+    appliers = [RollupApplier(client, db, currency="EUR", batch=5) for _ in range(2)]
+    stop = asyncio.Event()
+
+    async def write(writer: Writers) -> None:
+        for _ in range(6):
+            await writer.burst(places=3, changes=4)
+
+    async def apply(applier: RollupApplier) -> None:
+        while not stop.is_set():
+            await applier.apply_once()
+            await asyncio.sleep(0)
+
+    applying = [asyncio.create_task(apply(applier)) for applier in appliers]
+    try:
+        await asyncio.gather(*(write(writer) for writer in writers))
+        await _both(db, client)  # mid-way: part applied, part pending
+    finally:
+        stop.set()
+        await asyncio.gather(*applying)
+    while await appliers[0].apply_once():
+        pass
+    assert await db[ORDERS].count_documents({"rollups_pending.0": {"$exists": True}}) == 0
+    await _both(db, client)
+    for customer in CUSTOMERS:  # served from the rollup, equal to the pipeline
+        query = OrderStatsQuery(customer_id=customer)
+        served = await OrderStats(db, client).compute(query, "EUR")
+        assert served == await OrderStats(db).aggregate(query, "EUR")
+
+
 class Writers:
     """Places and changes orders through the use cases, as other processes would meanwhile."""
 
     def __init__(
-        self, db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+        self,
+        db: AsyncDatabase[Document],
+        relay: OutboxRelay,
+        client: AsyncMongoClient[Document],
+        *,
+        seed: int = 11,
     ) -> None:
-        self._rng = random.Random(11)
-        times = _clock(11)
+        self._rng = random.Random(seed)
+        times = _clock(seed)
         self._store = OrderStore(db)
         self._orders = OrderService(
             self._store, OrderQueries(db, client, cursors=CURSORS), OrderStats(db, client), relay,

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
 from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING
+from service.store.rollups.deltas import ORDER_CUSTOMER, PENDING, UNWOUND, breakdown_increments
 from service.store.rollups.schema import (
     BUILT,
     CUSTOMER_COUNTS,
@@ -30,18 +30,18 @@ log = logging.getLogger(__name__)
 def _sums(batch: int) -> list[Document]:
     """The aggregation over the orders that sums the deltas of up to `batch` orders with
     pending ones: `orders` (each order's `_id` and its delta ids `d`), `buckets` (by day,
-    status and currency) and `customers` (by customer and currency)."""
-    unwound = [{"$unwind": "$rollups_pending"}, {"$replaceWith": "$rollups_pending"}]
+    status and currency), `customers` (by customer and currency) and `breakdown` (the
+    bucket deltas by the order's customer, day, status and currency)."""
+    buckets = [*UNWOUND, {"$match": {"day": {"$exists": True}}}]
     return [
         {"$match": PENDING},
         {"$limit": batch},
-        {"$project": {"rollups_pending": 1}},
+        {"$project": {"rollups_pending": 1, "customer_id": 1}},
         {
             "$facet": {
                 "orders": [{"$project": {"d": "$rollups_pending._d"}}],
                 "buckets": [
-                    *unwound,
-                    {"$match": {"day": {"$exists": True}}},
+                    *buckets,
                     {
                         "$group": {
                             "_id": {
@@ -55,13 +55,28 @@ def _sums(batch: int) -> list[Document]:
                     },
                 ],
                 "customers": [
-                    *unwound,
+                    *UNWOUND,
                     {"$match": {"customer_id": {"$exists": True}}},
                     {
                         "$group": {
                             "_id": {"customer": "$customer_id", "currency": "$currency"},
                             "n": {"$sum": "$n"},
                             "kept": {"$sum": "$kept"},
+                        }
+                    },
+                ],
+                "breakdown": [
+                    *buckets,
+                    {
+                        "$group": {
+                            "_id": {
+                                "customer": f"${ORDER_CUSTOMER}",
+                                "day": "$day",
+                                "status": "$status",
+                                "currency": "$currency",
+                            },
+                            "n": {"$sum": "$n"},
+                            "t": {"$sum": "$t"},
                         }
                     },
                 ],
@@ -113,7 +128,7 @@ class RollupApplier:
             return 0
         await self._add_to_buckets(sums["buckets"], session)
         await self._add_to_statuses(sums["buckets"], session)
-        await self._add_to_customers(sums["customers"], session)
+        await self._add_to_customers(sums["customers"], sums["breakdown"], session)
         await self._remove_applied(sums["orders"], session)
         return len(sums["orders"])
 
@@ -163,13 +178,23 @@ class RollupApplier:
             session=session,
         )
 
-    async def _add_to_customers(self, sums: list[Document], session: AsyncClientSession) -> None:
+    async def _add_to_customers(
+        self, sums: list[Document], breakdown: list[Document], session: AsyncClientSession
+    ) -> None:
+        """Each customer's orders and kept revenue, and its breakdown by status and currency
+        and by day (`breakdown_increments`)."""
         customers: dict[str, Document] = {}
+        for row in breakdown:
+            key = row["_id"]
+            inc = customers.setdefault(key["customer"], {})
+            for field, value in breakdown_increments(
+                key["day"], key["status"], key["currency"], row["n"], row["t"]
+            ).items():
+                inc[field] = inc.get(field, 0) + value
         for c in sums:
-            inc = customers.setdefault(
-                c["_id"]["customer"], {"n": 0, f"kept.{self._currency}": ZERO}
-            )
-            inc["n"] += c["n"]
+            inc = customers.setdefault(c["_id"]["customer"], {})
+            inc["n"] = inc.get("n", 0) + c["n"]
+            inc.setdefault(f"kept.{self._currency}", ZERO)
             field = f"kept.{c['_id']['currency']}"
             inc[field] = inc.get(field, ZERO) + c["kept"]
         if not customers:
@@ -178,6 +203,7 @@ class RollupApplier:
             [
                 UpdateOne({"_id": customer}, {"$inc": inc}, upsert=True)
                 for customer, inc in customers.items()
+                if inc
             ],
             ordered=False,
             session=session,

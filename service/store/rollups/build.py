@@ -16,9 +16,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
-from service.domain.statuses import NO_REVENUE
+from orders_vocabulary.statuses import OrderStatus
 from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING_DELTAS
+from service.store.rollups.deltas import (
+    ORDER_CUSTOMER,
+    PENDING_DELTAS,
+    breakdown_increments,
+    keeps_revenue,
+)
 from service.store.rollups.lease import LEASE_SECONDS, LeaseLost, fenced, leased, take_lease
 from service.store.rollups.schema import (
     BUILT,
@@ -183,47 +188,112 @@ async def _customer_counts(
     pending: list[Document],
     currency: str,
 ) -> AsyncIterator[Document]:
-    """`customer_counts` as of the snapshot, streamed: orders and kept revenue per currency."""
+    """`customer_counts` as of the snapshot, streamed: orders and kept revenue per currency,
+    and the breakdown by status and currency and by day (`breakdown_increments`)."""
     deltas: dict[str, list[Document]] = defaultdict(list)
     for delta in pending:
-        if "customer_id" in delta:
-            deltas[delta["customer_id"]].append(delta)
-    kept = {"$not": [{"$in": ["$status", sorted(str(s) for s in NO_REVENUE)]}]}
+        customer: str = delta["customer_id"] if "customer_id" in delta else delta[ORDER_CUSTOMER]
+        deltas[customer].append(delta)
     cursor = await db[ORDERS].aggregate(
         [
             {
                 "$group": {
-                    "_id": {"customer": "$customer_id", "currency": "$currency"},
+                    "_id": {
+                        "customer": "$customer_id",
+                        "day": {
+                            "$dateToString": {
+                                "format": "%Y-%m-%d",
+                                "date": "$created_at",
+                                "timezone": "UTC",
+                            }
+                        },
+                        "status": "$status",
+                        "currency": "$currency",
+                    },
                     "n": {"$sum": 1},
-                    "kept": {"$sum": {"$cond": [kept, "$total", Decimal("0")]}},
+                    "t": {"$sum": "$total"},
                 }
             },
             {
                 "$group": {
                     "_id": "$_id.customer",
-                    "n": {"$sum": "$n"},
-                    "kept": {"$push": {"k": "$_id.currency", "v": "$kept"}},
+                    "rows": {
+                        "$push": {
+                            "day": "$_id.day",
+                            "status": "$_id.status",
+                            "currency": "$_id.currency",
+                            "n": "$n",
+                            "t": "$t",
+                        }
+                    },
                 }
             },
         ],
         session=snapshot,
+        allowDiskUse=True,
     )
 
-    def counted(customer: str, n: int, by_currency: dict[str, Decimal]) -> Document | None:
+    def counted(customer: str, rows: list[Document]) -> Document | None:
+        doc = _CustomerDocument(customer, currency)
+        for row in rows:
+            doc.add_orders(row["day"], row["status"], row["currency"], row["n"], row["t"])
         for delta in deltas.pop(customer, ()):
-            n -= delta["n"]
-            by_currency[delta["currency"]] = (
-                by_currency.get(delta["currency"], ZERO) - delta["kept"]
-            )
-        if not n and not any(by_currency.values()):
-            return None
-        return {"_id": customer, "n": n, "kept": {currency: ZERO} | by_currency}
+            if "customer_id" in delta:
+                doc.subtract_customer_delta(delta)
+            else:
+                doc.subtract_bucket_delta(delta)
+        return doc.document()
 
     async for row in cursor:
-        doc = counted(row["_id"], row["n"], {k["k"]: k["v"] for k in row["kept"]})
+        doc = counted(row["_id"], row["rows"])
         if doc is not None:
             yield doc
     for customer in list(deltas):  # deltas of customers without orders (none, normally)
-        doc = counted(customer, 0, {})
+        doc = counted(customer, [])
         if doc is not None:
             yield doc
+
+
+class _CustomerDocument:
+    """One `customer_counts` document as the build computes it."""
+
+    def __init__(self, customer: str, currency: str) -> None:
+        self.customer = customer
+        self.currency = currency
+        self.n = 0
+        self.kept: dict[str, Decimal] = {}
+        self.fields: dict[str, Any] = defaultdict(int)
+
+    def add_orders(self, day: str, status: str, currency: str, n: int, t: Decimal) -> None:
+        """`n` orders of one day, status and currency, `t` in total."""
+        self.n += n
+        if keeps_revenue(OrderStatus(status)):
+            self.kept[currency] = self.kept.get(currency, ZERO) + t
+        self._breakdown(day, status, currency, n, t)
+
+    def subtract_customer_delta(self, delta: Document) -> None:
+        """A pending customer delta: orders and kept revenue."""
+        self.n -= delta["n"]
+        self.kept[delta["currency"]] = self.kept.get(delta["currency"], ZERO) - delta["kept"]
+
+    def subtract_bucket_delta(self, delta: Document) -> None:
+        """A pending bucket delta of one of the customer's orders: the breakdown."""
+        self._breakdown(delta["day"], delta["status"], delta["currency"], -delta["n"], -delta["t"])
+
+    def _breakdown(self, day: str, status: str, currency: str, n: int, t: Decimal) -> None:
+        for field, value in breakdown_increments(day, status, currency, n, t).items():
+            self.fields[field] += value
+
+    def document(self) -> Document | None:
+        fields = {k: v for k, v in self.fields.items() if v}
+        if not self.n and not any(self.kept.values()) and not fields:
+            return None
+        doc: Document = {"_id": self.customer, "n": self.n, "kept": {self.currency: ZERO}}
+        doc["kept"] |= self.kept
+        for path, value in sorted(fields.items()):
+            parent = doc
+            *parents, last = path.split(".")
+            for name in parents:
+                parent = parent.setdefault(name, {})
+            parent[last] = value
+        return doc

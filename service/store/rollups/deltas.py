@@ -17,11 +17,15 @@ from service.store.client import Document
 
 PENDING: Document = {"rollups_pending._d": {"$exists": True}}
 """Orders with deltas not yet in the rollups (served by a partial index)."""
-PENDING_DELTAS: tuple[Document, ...] = (
-    {"$match": PENDING},
+ORDER_CUSTOMER = "order_customer"
+UNWOUND: tuple[Document, ...] = (
     {"$unwind": "$rollups_pending"},
-    {"$replaceWith": "$rollups_pending"},
+    {"$replaceWith": {"$mergeObjects": ["$rollups_pending", {ORDER_CUSTOMER: "$customer_id"}]}},
 )
+"""Aggregation stages over orders that yield each of their pending deltas as a document,
+with the customer of the order it belongs to in `order_customer` (bucket deltas count in
+their customer's breakdown too)."""
+PENDING_DELTAS: tuple[Document, ...] = ({"$match": PENDING}, *UNWOUND)
 """Aggregation stages over the orders that yield every pending delta as a document."""
 
 
@@ -65,3 +69,22 @@ def change_deltas(change: Change) -> list[Document]:
         kept = after.total if keeps_revenue(after.status) else -after.total
         deltas.append(_customer(after, 0, kept))
     return deltas
+
+
+def breakdown_increments(
+    day: str, status: str, currency: str, n: int, t: Decimal
+) -> dict[str, int | Decimal]:
+    """What bucket deltas summing to `n` orders and `t` in total (for one customer, day,
+    status and currency) add to the customer's `customer_counts` document: `s.<status>.
+    <currency>` counts orders (`n`) and their total (`t`); `d.<day>` counts orders (`n`) and,
+    for a status that keeps its revenue, that revenue per currency (`k.<currency>`)."""
+    if not n and not t:
+        return {}
+    inc: dict[str, int | Decimal] = {
+        f"s.{status}.{currency}.n": n,
+        f"s.{status}.{currency}.t": t,
+        f"d.{day}.n": n,
+    }
+    if keeps_revenue(OrderStatus(status)):
+        inc[f"d.{day}.k.{currency}"] = t
+    return inc

@@ -15,10 +15,12 @@ from orders_vocabulary.money import ZERO, round_money
 from orders_vocabulary.statuses import OrderStatus
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING_DELTAS, keeps_revenue
+from service.store.rollups.deltas import PENDING, PENDING_DELTAS, UNWOUND, keeps_revenue
 from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS, built
 
 TOP_CUSTOMERS = 10
+TOTALS = {"n": 1, "kept": 1}
+"""What the stats over every order read of a customer (not its breakdown)."""
 
 
 def _bucket_sums(currency: str) -> list[Document]:
@@ -71,7 +73,7 @@ async def global_stats(
         field = f"kept.{currency}"
         top = await (
             db[CUSTOMER_COUNTS]
-            .find({"n": {"$gt": 0}}, session=session)
+            .find({"n": {"$gt": 0}}, TOTALS, session=session)
             .sort([(field, DESCENDING), ("n", DESCENDING), ("_id", 1)])
             .limit(TOP_CUSTOMERS + len(touched))
             .to_list()
@@ -81,7 +83,7 @@ async def global_stats(
         before = {
             doc["_id"]: doc
             for doc in await db[CUSTOMER_COUNTS]
-            .find({"_id": {"$in": touched}}, session=session)
+            .find({"_id": {"$in": touched}}, TOTALS, session=session)
             .to_list()
         }
     return _combine(
@@ -92,6 +94,59 @@ async def global_stats(
         unique=unique,
         repeat=repeat,
         currency=currency,
+    )
+
+
+async def customer_stats(
+    client: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    customer_id: str,
+    currency: str,
+) -> dict[str, Any] | None:
+    """The stats over one customer's orders, from its `customer_counts` breakdown plus the
+    deltas still pending in its orders, in one snapshot; None while the rollups are not
+    built."""
+    async with client.start_session(snapshot=True) as session:
+        if not await built(db, session):
+            return None
+        doc = await db[CUSTOMER_COUNTS].find_one(
+            {"_id": customer_id}, {"s": 1, "d": 1}, session=session
+        )
+        pending = await (
+            await db[ORDERS].aggregate(
+                [{"$match": {**PENDING, "customer_id": customer_id}}, *UNWOUND],
+                session=session,
+            )
+        ).to_list()
+    statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+    days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
+    for status, by_currency in (doc or {}).get("s", {}).items():
+        for cur, counted in by_currency.items():
+            statuses[status, cur] = [counted.get("n", 0), Decimal(counted.get("t", ZERO))]
+    for day, counted in (doc or {}).get("d", {}).items():
+        days[day] = [counted.get("n", 0), Decimal(counted.get("k", {}).get(currency, ZERO))]
+    for delta in pending:
+        if "day" not in delta:
+            continue
+        status = statuses[delta["status"], delta["currency"]]
+        status[0] += delta["n"]
+        status[1] += delta["t"]
+        day = days[delta["day"]]
+        day[0] += delta["n"]
+        if keeps_revenue(OrderStatus(delta["status"])) and delta["currency"] == currency:
+            day[1] += delta["t"]
+    orders = sum(n for n, _ in statuses.values())
+    revenue = sum(
+        (
+            t
+            for (s, cur), (_, t) in statuses.items()
+            if cur == currency and keeps_revenue(OrderStatus(s))
+        ),
+        ZERO,
+    )
+    customers = {customer_id: {"customer_id": customer_id, "orders": orders, "revenue": revenue}}
+    return _stats(
+        statuses, days, customers, unique=int(orders > 0), repeat=int(orders > 1), currency=currency
     )
 
 
@@ -112,6 +167,50 @@ async def status_counts(
                     *PENDING_DELTAS,
                     {"$match": {"day": {"$exists": True}}},
                     *by_status,
+                ],
+                session=session,
+            )
+        ).to_list()
+    counts: dict[str, int] = defaultdict(int)
+    for row in (*counted, *pending):
+        counts[row["_id"]] += row["n"]
+    return dict(counts)
+
+
+async def day_counts(
+    client: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    first: str | None,
+    end: str | None,
+) -> dict[str, int] | None:
+    """How many orders created from day `first` up to (not including) day `end` (UTC,
+    `YYYY-MM-DD`; None: unbounded) have each status, from the buckets of those days plus
+    pending deltas, in one snapshot; None while the rollups are not built."""
+    days: Document = {}
+    if first is not None:
+        days["$gte"] = first
+    if end is not None:
+        days["$lt"] = end
+    ids: Document = {}  # the buckets' `_id`s start with the day: a range of the `_id` index
+    if first is not None:
+        ids["$gte"] = {"day": first}
+    if end is not None:
+        ids["$lt"] = {"day": end}
+    by_status = [{"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}}]
+    async with client.start_session(snapshot=True) as session:
+        if not await built(db, session):
+            return None
+        counted = await (
+            await db[ORDER_COUNTS].aggregate(
+                [{"$match": {"_id": ids} if ids else {}}, *by_status], session=session
+            )
+        ).to_list()
+        pending = await (
+            await db[ORDERS].aggregate(
+                [
+                    *PENDING_DELTAS,
+                    {"$match": {"day": days or {"$exists": True}}},
+                    {"$group": {"_id": "$status", "n": {"$sum": "$n"}}},
                 ],
                 session=session,
             )

@@ -13,9 +13,10 @@ ORDER_COUNTS = "order_counts"
 CUSTOMER_COUNTS = "customer_counts"
 STATUS_COUNTS = "status_counts"
 ROLLUP_STATE = "rollup_state"
-BUILT = "built-v2"
+BUILT = "built-v3"
 """The marker of a completed build; a new name when the rollups change shape, so a worker
-of this version rebuilds rollups an earlier version made (v2 added `status_counts`)."""
+of this version rebuilds rollups an earlier version made (v2 added `status_counts`, v3 each
+customer's breakdown by status and currency and by day in `customer_counts`)."""
 
 
 async def built(db: AsyncDatabase[Document], session: AsyncClientSession) -> bool:
