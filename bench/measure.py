@@ -43,6 +43,11 @@ class Throughput:
     duplicates: int
     worker_cpu_s: float | None = None
     """CPU the worker used in its whole life (start-up and drain included)."""
+    worker_cpu_ms_per_message: float | None = None
+    """The worker's CPU from its first event to the end of the drain, per message handled
+    in that time: start-up excluded."""
+    docs_written: int | None = None
+    """Documents mongod inserted, updated or deleted while the worker ran (serverStatus)."""
 
     @property
     def per_second(self) -> float:
@@ -85,7 +90,7 @@ async def _run_from_queue(
     sampler: RssSampler,
     connection: AbstractConnection,
     *,
-    database: str,
+    db: AsyncDatabase[Document],
     queue: str,
     bodies: list[bytes],
     event: str,
@@ -106,19 +111,42 @@ async def _run_from_queue(
     depth = await queue_depth(connection, queue)
     if depth != n:
         raise BenchError(f"{queue} holds {depth} messages after pre-loading {n}")
+    written_before = await documents_written(db)
     async with EventCounter.bound(connection, EVENTS, [event]) as counter:
         counter.expect(n)
-        worker = start_worker(infra, database, name)
+        worker = start_worker(infra, db.name, name)
         sampler.watch(worker, name)
+        first = asyncio.create_task(_cpu_at_first_event(counter, worker.pid))
         try:
             seconds = await _wait_events(counter, worker, _timeout(n))
             await _drained(connection, queue, worker)
             worker_cpu_s = cpu_seconds(worker.pid)
+            started_cpu_s, handled_before = await first
         finally:
+            first.cancel()
             sampler.sample()
             await stop_worker(worker)
             sampler.watch(None, "")
-        return Throughput(n, seconds, counter.duplicates, worker_cpu_s)
+        per_message = None
+        if worker_cpu_s is not None and started_cpu_s is not None and n > handled_before:
+            per_message = round(1000 * (worker_cpu_s - started_cpu_s) / (n - handled_before), 3)
+        written = await documents_written(db) - written_before
+        return Throughput(n, seconds, counter.duplicates, worker_cpu_s, per_message, written)
+
+
+async def _cpu_at_first_event(counter: EventCounter, pid: int) -> tuple[float | None, int]:
+    """The worker's CPU when its first event arrives (its start-up done), and how many
+    events had arrived by then."""
+    while not counter.seen:  # noqa: ASYNC110 - the counter's consumer fills it; polled here
+        await asyncio.sleep(0.002)
+    return cpu_seconds(pid), len(counter.seen)
+
+
+async def documents_written(db: AsyncDatabase[Document]) -> int:
+    """Documents this mongod has inserted, updated or deleted since it started."""
+    status = await db.client.admin.command("serverStatus")
+    document = status["metrics"]["document"]
+    return int(document["inserted"]) + int(document["updated"]) + int(document["deleted"])
 
 
 async def worker_place(
@@ -137,7 +165,7 @@ async def worker_place(
         infra,
         sampler,
         connection,
-        database=db.name,
+        db=db,
         queue=PLACE,
         bodies=[body] * n,
         event="order.placed",
@@ -167,7 +195,7 @@ async def worker_action(
         infra,
         sampler,
         connection,
-        database=db.name,
+        db=db,
         queue=ACTION,
         bodies=bodies,
         event="order.status_changed",

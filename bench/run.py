@@ -54,6 +54,7 @@ from bench.measure import (
     LIST,
     STATS,
     BenchError,
+    Throughput,
     create_topology,
     cursor_deep_page,
     deep_page_number,
@@ -121,6 +122,8 @@ async def throughput(
             for run in (naive_place, naive_action):
                 if run.events != run.messages:
                     raise RuntimeError(f"naive run published {run.events} of {run.messages}")
+            cpu["worker_place"] |= _after_start(place)
+            cpu["worker_action"] |= _after_start(action)
             rounds.append(
                 {
                     "naive_orders_per_s": naive_place.per_second,
@@ -159,7 +162,23 @@ async def throughput(
         }
         for phase in cpu_rounds[0]
     }
+    per_message = figures["cpu_ms_per_message"]
+    # Start-up excluded: from the worker's first event to the end of its drain.
+    figures["worker_cpu_ms_per_place"] = per_message["worker_place"]["worker_after_start"]
+    figures["worker_cpu_ms_per_action"] = per_message["worker_action"]["worker_after_start"]
+    figures["mongod_cpu_ms_per_place"] = per_message["worker_place"]["mongod"]
+    figures["mongod_docs_written_per_place"] = per_message["worker_place"]["mongod_docs_written"]
+    figures["mongod_docs_written_per_action"] = per_message["worker_action"]["mongod_docs_written"]
     return figures
+
+
+def _after_start(run: Throughput) -> dict[str, float]:
+    """The worker's CPU per message without its start-up, and mongod's documents written
+    per message, of one worker run."""
+    return {
+        "worker_after_start": run.worker_cpu_ms_per_message or 0.0,
+        "mongod_docs_written": (run.docs_written or 0) / run.messages,
+    }
 
 
 async def queries(
