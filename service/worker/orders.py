@@ -3,9 +3,12 @@ application's parse -> use case -> envelope step (service/application/handlers.p
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from faststream._internal.context import Context
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitRouter
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.message import RabbitMessage as Delivered
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
 from service.application.handlers import OrderHandlers
@@ -23,7 +26,21 @@ from service.worker.delivery import Courier
 from service.worker.partitions import ActionRouter
 
 
-async def keep_bytes(message: RabbitMessage) -> bytes:
+class CurrentMessage(Context):
+    """FastStream's `Context("message")` without a thread: fast_depends runs a custom
+    field's synchronous `use` in a worker thread for every message (an anyio thread-pool
+    round trip per delivery); a coroutine `use` is awaited in place."""
+
+    async def use(self, /, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        resolved: dict[str, Any] = super().use(**kwargs)
+        return resolved
+
+
+RabbitMessage = Annotated[Delivered, CurrentMessage("message")]
+"""The delivery, as a handler parameter (in place of faststream.rabbit.annotations')."""
+
+
+async def keep_bytes(message: Delivered) -> bytes:
     """Decoder: the body stays raw bytes; `Courier` parses it and owns every error.
 
     The subscribers' `body` is these bytes; its annotation (`PlaceOrderBody`, ...) only
