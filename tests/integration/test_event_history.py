@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Iterator
-from urllib.parse import quote
 
 import aio_pika
 import pytest
@@ -22,20 +19,6 @@ from service.migrate_queues import migrate
 from service.topology import topology
 
 READ_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    rabbitmq.ensure_running()
-    vhost = f"orders-history-{uuid.uuid4().hex[:8]}"
-    rabbitmq.create_vhost(vhost)
-    try:
-        yield (
-            f"amqp://guest:guest@{rabbitmq.DEFAULT_HOST}:{rabbitmq.DEFAULT_PORT}/"
-            f"{quote(vhost, safe='')}"
-        )
-    finally:
-        rabbitmq.delete_vhost(vhost)
 
 
 async def publish_events(connection: AbstractConnection, keys: list[str]) -> None:

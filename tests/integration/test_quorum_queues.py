@@ -5,9 +5,7 @@ delay queue, and the refusal of queues an older version declared."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from urllib.parse import quote
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -21,20 +19,6 @@ from service.topology import PLACE, Topology, retry_routing_key, topology
 
 LIMIT = 3
 DELAY_MS = 200
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    rabbitmq.ensure_running()
-    vhost = f"orders-quorum-{uuid.uuid4().hex[:8]}"
-    rabbitmq.create_vhost(vhost)
-    try:
-        yield (
-            f"amqp://guest:guest@{rabbitmq.DEFAULT_HOST}:{rabbitmq.DEFAULT_PORT}/"
-            f"{quote(vhost, safe='')}"
-        )
-    finally:
-        rabbitmq.delete_vhost(vhost)
 
 
 @pytest.fixture
