@@ -47,7 +47,7 @@ from aio_pika.abc import (
 )
 from faststream.rabbit.message import RabbitMessage
 
-from service.amqp_decoding import undecodable
+from service.amqp_decoding import republishable, undecodable
 from service.application.retries import TransientExhausted, with_retries
 from service.metrics import ServiceMetrics
 from service.store.membership import Member, Membership
@@ -145,6 +145,10 @@ class ActionRouter:
             if previous is not None:
                 await asyncio.shield(previous)
             forwarded = await self._forward(raw, channel, exchange, partition)
+        except Exception:  # a copy that cannot be encoded: served here, where it stands
+            log.exception("could not forward an action to partition %d", partition)
+            await self._courier.serve(message, self._act, routing_key=ACTION)
+            return
         finally:
             mine.set_result(None)
             if self._tails.get(partition) is mine:
@@ -224,10 +228,11 @@ def _positive(value: Any) -> int | None:
 
 def _copy(raw: AbstractIncomingMessage) -> aio_pika.Message:
     """The action as it was published, persistent; without `user_id`, which RabbitMQ checks
-    against the publishing connection's user."""
+    against the publishing connection's user; its headers as the courier republishes them
+    (values pamqp decodes but cannot encode again, as text; at most 64 KiB of them)."""
     return aio_pika.Message(
         raw.body,
-        headers=raw.headers,
+        headers=republishable(raw.headers),
         content_type=raw.content_type,
         content_encoding=raw.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

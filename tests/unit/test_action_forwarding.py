@@ -125,3 +125,18 @@ async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused
     assert [message_id for _, message_id in exchange.published[:2]] == ["1", "1"]
     assert confirmed == ["1", "2", "3", "4"]
     assert acked == ["1", "2", "3", "4"]
+
+
+def test_a_copy_carries_headers_pamqp_decoded_but_cannot_encode_again() -> None:
+    """A double beyond a float's range, nested in an array of tables (pamqp decodes it from
+    a producer's header table, and raises OverflowError writing it back as a float)."""
+    from pamqp.header import ContentHeader
+
+    raw = action("m", Channel())
+    raw.headers = {"h": [{"big": 1e300}], "plain": "kept"}
+
+    copy = partitions._copy(raw)
+
+    header = ContentHeader(properties=copy.properties, body_size=len(copy.body))
+    assert header.marshal()
+    assert copy.headers["plain"] == "kept"
