@@ -49,6 +49,11 @@ CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
 )
 
 ORDERS = "orders"
+
+CREATED_DAY: Document = {
+    "$dateToString": {"format": "%Y-%m-%d", "date": "$created_at", "timezone": "UTC"}
+}
+"""The UTC day an order was created (`2026-12-06`), as the stats and their rollups key days."""
 COUNTERS = "counters"
 SEARCH_TEXTS = "search_texts"
 

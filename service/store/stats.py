@@ -13,7 +13,7 @@ from orders_vocabulary.money import ZERO, round_money
 from orders_vocabulary.statuses import OrderStatus
 from schemas.queries import OrderFilters
 from service.domain.statuses import CLOSED, NO_REVENUE
-from service.store.client import ORDERS, STATS_FIELDS, Document
+from service.store.client import CREATED_DAY, ORDERS, STATS_FIELDS, Document
 from service.store.queries import order_filter
 from service.store.rollups.reads import customer_stats, global_stats
 from service.store.search import search_clause, texts_ready
@@ -67,13 +67,7 @@ def stats_pipeline(
                 "days": [
                     {
                         "$group": {
-                            "_id": {
-                                "$dateToString": {
-                                    "format": "%Y-%m-%d",
-                                    "date": "$created_at",
-                                    "timezone": "UTC",
-                                }
-                            },
+                            "_id": CREATED_DAY,
                             "orders": {"$sum": 1},
                             "revenue": {"$sum": revenue},
                         }

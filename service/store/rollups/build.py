@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
 from orders_vocabulary.statuses import OrderStatus
-from service.store.client import ORDERS, Document
+from service.store.client import CREATED_DAY, ORDERS, Document
 from service.store.rollups.deltas import (
     ORDER_CUSTOMER,
     PENDING_DELTAS,
@@ -150,13 +150,7 @@ async def _bucket_counts(
             {
                 "$group": {
                     "_id": {
-                        "day": {
-                            "$dateToString": {
-                                "format": "%Y-%m-%d",
-                                "date": "$created_at",
-                                "timezone": "UTC",
-                            }
-                        },
+                        "day": CREATED_DAY,
                         "status": "$status",
                         "currency": "$currency",
                     },
@@ -200,13 +194,7 @@ async def _customer_counts(
                 "$group": {
                     "_id": {
                         "customer": "$customer_id",
-                        "day": {
-                            "$dateToString": {
-                                "format": "%Y-%m-%d",
-                                "date": "$created_at",
-                                "timezone": "UTC",
-                            }
-                        },
+                        "day": CREATED_DAY,
                         "status": "$status",
                         "currency": "$currency",
                     },
