@@ -19,8 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -52,6 +52,7 @@ class PublishedEvents:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._writing: Counter[int] = Counter()
         self._by_order: dict[int, set[str]] = {}
         self._since: deque[tuple[float, int]] = deque()
         """(when, order id) as they were added, oldest first; entries already removed
@@ -59,6 +60,23 @@ class PublishedEvents:
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._by_order.values())
+
+    @contextlib.contextmanager
+    def writing(self, ids: Collection[int]) -> Iterator[None]:
+        """While these orders are written and their events published: the applier leaves
+        them for its next round, by when their events are known here."""
+        self._writing.update(ids)
+        try:
+            yield
+        finally:
+            self._writing.subtract(ids)
+            for id in ids:
+                if self._writing[id] <= 0:
+                    del self._writing[id]
+
+    def in_flight(self) -> list[int]:
+        """The orders being written and published right now."""
+        return list(self._writing)
 
     def add(self, id: int, event_ids: Collection[str]) -> None:
         self._by_order.setdefault(id, set()).update(event_ids)
@@ -165,6 +183,10 @@ class OutboxRelay:
             if published:
                 await self._published(id, published)
             return len(published)
+
+    def writing(self, ids: Collection[int]) -> contextlib.AbstractContextManager[None]:
+        """Around a write of these orders and the publishing of its events."""
+        return self.published.writing(ids)
 
     async def _published(self, id: int, event_ids: Sequence[str]) -> None:
         """Left for the rollup applier to remove, or removed now when nothing waits."""

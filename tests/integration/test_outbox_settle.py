@@ -140,3 +140,22 @@ def test_published_events_come_due_in_the_order_they_were_published() -> None:
     now[0] = 2.0
     assert published.due(older_than=0.5) == {2: frozenset({"b"})}
     assert len(published) == 1  # due does not forget: only a removal does
+
+
+async def test_the_applier_leaves_orders_being_written_for_its_next_round(
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document], publisher: RecordingPublisher
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
+    orders = _service(db, relay)
+    first, second = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(2)]
+    applier = RollupApplier(client, db, currency="EUR", published=relay.published)
+    with relay.writing([second.id]):  # its write and publishing are under way
+        assert await applier.apply_once() == 1
+    stored = {doc["_id"]: doc async for doc in db[ORDERS].find({})}
+    assert (len(stored[first.id]["outbox"]), len(stored[second.id]["outbox"])) == (0, 1)
+    assert len(stored[second.id]["rollups_pending"]) == 2
+
+    assert await applier.apply_once() == 1  # the next round takes it, with its event
+    assert len((await db[ORDERS].find_one({"_id": second.id}) or {})["outbox"]) == 0

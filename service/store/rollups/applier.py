@@ -31,14 +31,14 @@ from service.store.rollups.schema import (
 log = logging.getLogger(__name__)
 
 
-def _sums(batch: int) -> list[Document]:
+def _sums(batch: int, skip: list[int]) -> list[Document]:
     """The aggregation over the orders that sums the deltas of up to `batch` orders with
-    pending ones: `orders` (each order's `_id` and its delta ids `d`), `buckets` (by day,
-    status and currency), `customers` (by customer and currency) and `breakdown` (the
-    bucket deltas by the order's customer, day, status and currency)."""
+    pending ones (but those in `skip`): `orders` (each order's `_id` and its delta ids `d`),
+    `buckets` (by day, status and currency), `customers` (by customer and currency) and
+    `breakdown` (the bucket deltas by the order's customer, day, status and currency)."""
     buckets = [*UNWOUND, {"$match": {"day": {"$exists": True}}}]
     return [
-        {"$match": PENDING},
+        {"$match": {**PENDING, "_id": {"$nin": skip}} if skip else PENDING},
         {"$limit": batch},
         {"$project": {"rollups_pending": 1, "customer_id": 1}},
         {
@@ -147,7 +147,8 @@ class RollupApplier:
 
     async def _sum_pending(self, session: AsyncClientSession) -> Document:
         """mongod sums the deltas; only the sums and the delta ids travel back."""
-        cursor = await self._db[ORDERS].aggregate(_sums(self._batch), session=session)
+        skip = [] if self._published is None else self._published.in_flight()
+        cursor = await self._db[ORDERS].aggregate(_sums(self._batch, skip), session=session)
         (sums,) = await cursor.to_list()
         return sums
 
