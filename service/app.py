@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker
@@ -224,10 +223,11 @@ class Worker:
                     await queue.channel.close()
 
     async def drain_outbox(self) -> None:
-        """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
+        """On SIGTERM, before the broker closes: remove what is published, publish what is
+        pending (bounded)."""
         if self.relay is not None:
             with contextlib.suppress(Exception, TimeoutError):
-                await asyncio.wait_for(self.relay.sweep(older_than=timedelta(0)), timeout=5.0)
+                await asyncio.wait_for(self.relay.drain(), timeout=5.0)
 
     async def stop_background(self) -> None:
         await cancel(self.background)

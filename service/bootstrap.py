@@ -88,6 +88,7 @@ async def open_core(
             grace_seconds=settings.outbox_grace_seconds,
             failpoints=Failpoints(settings.failpoints),
             report_backlog=report_backlog,
+            settle_seconds=settings.outbox_settle_seconds,
         )
         store = OrderStore(db)
         orders = OrderService(
@@ -101,7 +102,9 @@ async def open_core(
             batch_size=settings.batch_max_size,
             batch_wait=settings.batch_wait_ms / 1000,
         )
-        applier = RollupApplier(client, db, currency=settings.default_currency)
+        applier = RollupApplier(
+            client, db, currency=settings.default_currency, published=relay.published
+        )
         core = Core(store, relay, orders, db)
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),

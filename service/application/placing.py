@@ -120,27 +120,41 @@ class Placer:
         created: dict[Slot, Outcome] = {}
         for _ in range(NUMBER_DRAWS):
             slots = list(pending)
-            errors = await self._store.insert_many([pending[slot] for slot in slots])
-            retry: dict[Slot, Placement] = {}
-            new_events: list[tuple[int, PendingEvent]] = []
-            for slot, error in zip(slots, errors, strict=True):
-                placement = pending[slot]
-                if error is None:
-                    created[slot] = Placed(placement.order, replayed=False)
-                    new_events.append((placement.order.id, _pending_event(placement)))
-                elif isinstance(error, DuplicateOrderNumber):
-                    retry[slot] = self._placement(fresh[slot], placement.order.id)
-                elif isinstance(error, DuplicatePlacement) and placement.stamp is not None:
-                    created[slot] = await self._first(placement.stamp.key)
-                else:
-                    created[slot] = error
-            await self._relay.publish_new(new_events)
+            with self._relay.writing([pending[slot].order.id for slot in slots]):
+                retry = await self._insert(pending, slots, fresh, created)
             if not retry:
                 return created
             pending = retry
         for slot in pending:
             created[slot] = RuntimeError("no free public order number after several draws")
         return created
+
+    async def _insert(
+        self,
+        pending: dict[Slot, Placement],
+        slots: list[Slot],
+        fresh: dict[Slot, PlaceRequest],
+        created: dict[Slot, Outcome],
+    ) -> dict[Slot, Placement]:
+        """One draw: insert the placements of `slots`, publish the events of those stored
+        and record each outcome in `created`; the placements to draw again (their public
+        order number was taken)."""
+        errors = await self._store.insert_many([pending[slot] for slot in slots])
+        retry: dict[Slot, Placement] = {}
+        new_events: list[tuple[int, PendingEvent]] = []
+        for slot, error in zip(slots, errors, strict=True):
+            placement = pending[slot]
+            if error is None:
+                created[slot] = Placed(placement.order, replayed=False)
+                new_events.append((placement.order.id, _pending_event(placement)))
+            elif isinstance(error, DuplicateOrderNumber):
+                retry[slot] = self._placement(fresh[slot], placement.order.id)
+            elif isinstance(error, DuplicatePlacement) and placement.stamp is not None:
+                created[slot] = await self._first(placement.stamp.key)
+            else:
+                created[slot] = error
+        await self._relay.publish_new(new_events)
+        return retry
 
     def _placement(self, request: PlaceRequest, id: int) -> Placement:
         order, event = domain.place(

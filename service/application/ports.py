@@ -10,6 +10,7 @@ service/domain/records.py.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from schemas.queries import ListOrders, OrderFilters
@@ -68,6 +69,10 @@ class RelayPort(Protocol):
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         """Publish the first events of orders just stored (by order id) and remove them
         from their outboxes; what fails stays for the sweep."""
+
+    def writing(self, ids: Collection[int]) -> AbstractContextManager[None]:
+        """Around writing these orders and handing their events over (flush, publish_new):
+        their events are removed with the write of the rollup applier that follows."""
 
 
 class QueriesPort(Protocol):

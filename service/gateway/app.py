@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
@@ -209,7 +208,7 @@ class Gateway:
             finally:
                 self.health.phase = Phase.STOPPING
                 with contextlib.suppress(Exception, TimeoutError):  # bounded, like the worker's
-                    await asyncio.wait_for(core.relay.sweep(older_than=timedelta(0)), 5.0)
+                    await asyncio.wait_for(core.relay.drain(), 5.0)
                 await self.broker.stop()
 
     def _connected(self, client: AsyncMongoClient[Document]) -> None:

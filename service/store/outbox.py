@@ -4,6 +4,13 @@ Every change writes its event into the order's `outbox` array in the same atomic
 no change is committed without its event. After a command commits, its handler calls
 `flush(order id)`; a periodic sweep publishes whatever a crash or an outage left behind.
 Events of one order are published in version order, under a per-order lock.
+
+Removing a published event is one more write of its order. The rollup applier writes the
+same order anyway, to take its rollup deltas, so published events wait in this process's
+`PublishedEvents` for the applier to remove them in that write; those it has not taken
+after `settle_seconds` are removed by the relay. Until then this relay does not publish
+them again. A crash in between leaves them in the outbox: the sweep publishes them once
+more (a repeated event id, as after any crash between publishing and removing).
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -38,6 +47,70 @@ BACKLOG_PIPELINE: list[Document] = [
 ]
 
 
+class PublishedEvents:
+    """Events this process published whose outbox entries are not removed yet, by order."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._writing: Counter[int] = Counter()
+        self._by_order: dict[int, set[str]] = {}
+        self._since: deque[tuple[float, int]] = deque()
+        """(when, order id) as they were added, oldest first; entries already removed
+        from `_by_order` are skipped when they come up."""
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._by_order.values())
+
+    @contextlib.contextmanager
+    def writing(self, ids: Collection[int]) -> Iterator[None]:
+        """While these orders are written and their events published: the applier leaves
+        them for its next round, by when their events are known here."""
+        self._writing.update(ids)
+        try:
+            yield
+        finally:
+            self._writing.subtract(ids)
+            for id in ids:
+                if self._writing[id] <= 0:
+                    del self._writing[id]
+
+    def in_flight(self) -> list[int]:
+        """The orders being written and published right now."""
+        return list(self._writing)
+
+    def add(self, id: int, event_ids: Collection[str]) -> None:
+        self._by_order.setdefault(id, set()).update(event_ids)
+        self._since.append((self._clock(), id))
+
+    def known(self, id: int) -> frozenset[str]:
+        """The events of order `id` published and not removed yet."""
+        return frozenset(self._by_order.get(id, ()))
+
+    def of(self, ids: Collection[int]) -> dict[int, frozenset[str]]:
+        """Those of the orders `ids` (a look, nothing is taken: see `forget`)."""
+        return {id: frozenset(self._by_order[id]) for id in ids if id in self._by_order}
+
+    def forget(self, removed: Mapping[int, Collection[str]]) -> None:
+        """These events' entries are removed from their outboxes."""
+        for id, event_ids in removed.items():
+            left = self._by_order.get(id)
+            if left is not None:
+                left.difference_update(event_ids)
+                if not left:
+                    del self._by_order[id]
+
+    def due(self, older_than: float) -> dict[int, frozenset[str]]:
+        """The events added at least `older_than` seconds ago (and any added to the same
+        orders since)."""
+        cutoff = self._clock() - older_than
+        due: dict[int, frozenset[str]] = {}
+        while self._since and self._since[0][0] <= cutoff:
+            _, id = self._since.popleft()
+            if id in self._by_order:
+                due[id] = frozenset(self._by_order[id])
+        return due
+
+
 class EventPublisher(Protocol):
     async def publish_event(self, event: PendingEvent) -> None:
         """Publish persistently and return once the broker confirmed it."""
@@ -53,8 +126,11 @@ class OutboxRelay:
         grace_seconds: float,
         failpoints: Failpoints | None = None,
         report_backlog: Callable[[int], None] | None = None,
+        settle_seconds: float = 0.0,
     ) -> None:
         self._orders = db[ORDERS]
+        self._settle_seconds = settle_seconds
+        self.published = PublishedEvents()
         self._report_backlog = report_backlog
         self._publisher = publisher
         self._sweep_seconds = sweep_seconds
@@ -86,6 +162,8 @@ class OutboxRelay:
             if pending is None:
                 doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
                 pending = [] if doc is None else doc.get("outbox", [])
+            already = self.published.known(id)
+            pending = [entry for entry in pending if entry["event_id"] not in already]
             published: list[str] = []
             if pending:
                 self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
@@ -103,8 +181,41 @@ class OutboxRelay:
                     break
                 published.append(event.event_id)
             if published:
-                await self._clear.submit((id, tuple(published)))
+                await self._published(id, published)
             return len(published)
+
+    def writing(self, ids: Collection[int]) -> contextlib.AbstractContextManager[None]:
+        """Around a write of these orders and the publishing of its events."""
+        return self.published.writing(ids)
+
+    async def _published(self, id: int, event_ids: Sequence[str]) -> None:
+        """Left for the rollup applier to remove, or removed now when nothing waits."""
+        if self._settle_seconds > 0:
+            self.published.add(id, event_ids)
+        else:
+            await self._clear.submit((id, tuple(event_ids)))
+
+    async def settle(self, *, older_than: float | None = None) -> int:
+        """Remove the published events the applier has not taken after `older_than`
+        seconds (default `settle_seconds`); how many."""
+        due = self.published.due(self._settle_seconds if older_than is None else older_than)
+        if not due:
+            return 0
+        items = [(id, tuple(ids)) for id, ids in due.items()]
+        try:
+            for start in range(0, len(items), 500):
+                await self._clear_batch(items[start : start + 500])
+        except BaseException:
+            for id, ids in items:  # still to remove, at the next settle
+                self.published.add(id, ids)
+            raise
+        self.published.forget(due)
+        return sum(len(ids) for _, ids in items)
+
+    async def drain(self) -> None:
+        """At shutdown: remove every published event, then publish what is left."""
+        await self.settle(older_than=0)
+        await self.sweep(older_than=timedelta(0))
 
     async def _clear_batch(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> list[None]:
         """Remove published events from their outboxes, many orders in one round trip."""
@@ -131,7 +242,10 @@ class OutboxRelay:
         sent = [item for item, result in zip(events, results, strict=True) if result is None]
         if len(sent) < len(events):
             log.warning("%d events stay in the outbox for the sweep", len(events) - len(sent))
-        if sent:
+        if sent and self._settle_seconds > 0:
+            for id, event in sent:
+                self.published.add(id, (event.event_id,))
+        elif sent:
             await self._orders.update_many(
                 {"_id": {"$in": [id for id, _ in sent]}},
                 {"$pull": {"outbox": {"event_id": {"$in": [e.event_id for _, e in sent]}}}},
@@ -156,7 +270,29 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Sweep at start-up and then periodically until cancelled; outages are waited out.
-        After each sweep, the backlog left is reported (to the `outbox_backlog` gauge)."""
+        After each sweep, the backlog left is reported (to the `outbox_backlog` gauge).
+        Published events the applier did not take are removed meanwhile (`settle`)."""
+        settling = asyncio.create_task(self._settle_periodically(), name="outbox-settle")
+        try:
+            await self._sweep_periodically()
+        finally:
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
+
+    async def _settle_periodically(self) -> None:
+        if self._settle_seconds <= 0:
+            return
+        while True:
+            await asyncio.sleep(self._settle_seconds / 2)
+            try:
+                await self.settle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # MongoDB away: the events stay known, and are tried again
+                log.warning("removing published events failed; retrying", exc_info=True)
+
+    async def _sweep_periodically(self) -> None:
         older_than = timedelta(0)  # at start-up, everything a previous run left behind
         while True:
             try:

@@ -141,7 +141,11 @@ async def test_mongodb_outage_is_waited_out_without_rejecting_or_spinning(
         try:
             orders = stored[database]["orders"]
             assert await orders.count_documents({"customer_id": customer}) == len(keys)
-            assert await orders.count_documents({"outbox.0": {"$exists": True}}) == 0
+
+            async def drained() -> bool:  # published events leave within settle_seconds
+                return await orders.count_documents({"outbox.0": {"$exists": True}}) == 0
+
+            await eventually(drained, timeout=15, what="an empty outbox")
         finally:
             await stored.close()
     finally:

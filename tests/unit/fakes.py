@@ -12,10 +12,12 @@ state: `FakeStore.orders` (each order with its outbox and placing stamp) and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +172,9 @@ class FakeRelay:
             sent.append(entry["event_id"])
         self._clear(id, sent)
         return len(sent)
+
+    def writing(self, ids: Collection[int]) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         if self.down:

@@ -1,12 +1,15 @@
 """Moving pending deltas into the rollups: one batch of orders per transaction, which sums
 their deltas in mongod, adds the sums to the rollups and removes the deltas from the orders,
-so each delta is counted exactly once."""
+so each delta is counted exactly once. The same update removes the order's events this
+process has published (service/store/outbox.py `PublishedEvents`): one write of the order
+for both."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from pymongo import AsyncMongoClient, UpdateOne
@@ -15,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
 from service.store.client import ORDERS, Document
+from service.store.outbox import PublishedEvents
 from service.store.rollups.deltas import ORDER_CUSTOMER, PENDING, UNWOUND, breakdown_increments
 from service.store.rollups.schema import (
     BUILT,
@@ -27,14 +31,14 @@ from service.store.rollups.schema import (
 log = logging.getLogger(__name__)
 
 
-def _sums(batch: int) -> list[Document]:
+def _sums(batch: int, skip: list[int]) -> list[Document]:
     """The aggregation over the orders that sums the deltas of up to `batch` orders with
-    pending ones: `orders` (each order's `_id` and its delta ids `d`), `buckets` (by day,
-    status and currency), `customers` (by customer and currency) and `breakdown` (the
-    bucket deltas by the order's customer, day, status and currency)."""
+    pending ones (but those in `skip`): `orders` (each order's `_id` and its delta ids `d`),
+    `buckets` (by day, status and currency), `customers` (by customer and currency) and
+    `breakdown` (the bucket deltas by the order's customer, day, status and currency)."""
     buckets = [*UNWOUND, {"$match": {"day": {"$exists": True}}}]
     return [
-        {"$match": PENDING},
+        {"$match": {**PENDING, "_id": {"$nin": skip}} if skip else PENDING},
         {"$limit": batch},
         {"$project": {"rollups_pending": 1, "customer_id": 1}},
         {
@@ -98,16 +102,24 @@ class RollupApplier:
         *,
         currency: str,
         batch: int = 2000,
+        published: PublishedEvents | None = None,
     ) -> None:
         self._client = client
         self._db = db
         self._currency = currency
         self._batch = batch
+        self._published = published
+        self._removed: Mapping[int, frozenset[str]] = {}
+        """The published events the last attempt of the transaction removed."""
 
     async def apply_once(self) -> int:
         """Move one batch of pending deltas into the rollups; return how many orders."""
+        self._removed = {}
         async with self._client.start_session() as session:
-            return await session.with_transaction(self._apply)
+            applied = await session.with_transaction(self._apply)
+        if self._published is not None:
+            self._published.forget(self._removed)
+        return applied
 
     async def run(self, interval: float) -> None:
         """Apply pending deltas until cancelled; outages are waited out."""
@@ -123,6 +135,7 @@ class RollupApplier:
 
     async def _apply(self, session: AsyncClientSession) -> int:
         """One batch, in the transaction of `session`; how many orders it took deltas from."""
+        self._removed = {}
         sums = await self._sum_pending(session)
         if not sums["orders"] or not await self._into_built_rollups(session):
             return 0
@@ -134,7 +147,8 @@ class RollupApplier:
 
     async def _sum_pending(self, session: AsyncClientSession) -> Document:
         """mongod sums the deltas; only the sums and the delta ids travel back."""
-        cursor = await self._db[ORDERS].aggregate(_sums(self._batch), session=session)
+        skip = [] if self._published is None else self._published.in_flight()
+        cursor = await self._db[ORDERS].aggregate(_sums(self._batch, skip), session=session)
         (sums,) = await cursor.to_list()
         return sums
 
@@ -210,10 +224,15 @@ class RollupApplier:
         )
 
     async def _remove_applied(self, orders: list[Document], session: AsyncClientSession) -> None:
-        """Delta ids are unique, so one update removes exactly the deltas summed."""
+        """Delta ids are unique, so one update removes exactly the deltas summed; event ids
+        are unique too, so the same update removes the events published of these orders."""
         ids: list[Any] = [d for doc in orders for d in doc["d"]]
+        pull: Document = {"rollups_pending": {"_d": {"$in": ids}}}
+        order_ids = [doc["_id"] for doc in orders]
+        self._removed = {} if self._published is None else self._published.of(order_ids)
+        if self._removed:
+            events = [event for ids in self._removed.values() for event in ids]
+            pull["outbox"] = {"event_id": {"$in": events}}
         await self._db[ORDERS].update_many(
-            {"_id": {"$in": [doc["_id"] for doc in orders]}},
-            {"$pull": {"rollups_pending": {"_d": {"$in": ids}}}},
-            session=session,
+            {"_id": {"$in": order_ids}}, {"$pull": pull}, session=session
         )

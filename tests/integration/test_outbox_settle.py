@@ -1,0 +1,161 @@
+"""Published events leave their outbox in the write the rollup applier makes anyway (one
+write of the order for both), or, when no applier takes them, by the relay after
+`settle_seconds`; in between, the relay does not publish them again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from schemas.commands import UpdateMetadata, UpdateStatus
+from service.application.delivery import Delivery
+from service.application.usecases import OrderService
+from service.store.client import ORDERS, Document
+from service.store.orders import OrderStore
+from service.store.outbox import OutboxRelay, PublishedEvents
+from service.store.queries import OrderQueries
+from service.store.rollups.applier import RollupApplier
+from service.store.rollups.build import ensure_rollups
+from service.store.rollups.schema import ensure_rollup_indexes
+from service.store.stats import OrderStats
+from tests.e2e.waiting import eventually
+from tests.integration.builders import CURSORS, place_order
+from tests.integration.conftest import RecordingPublisher
+
+NO_DELIVERY = Delivery()
+WITH_OUTBOX = {"outbox.0": {"$exists": True}}
+
+
+def _service(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
+    return OrderService(
+        OrderStore(db),
+        OrderQueries(db, cursors=CURSORS),
+        OrderStats(db),
+        relay,
+        default_currency="EUR",
+    )
+
+
+async def _orders_updated(client: AsyncMongoClient[Document]) -> int:
+    status = await client.admin.command("serverStatus")
+    return int(status["metrics"]["document"]["updated"])
+
+
+async def test_the_applier_removes_published_events_in_the_write_that_takes_the_deltas(
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document], publisher: RecordingPublisher
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
+    orders = _service(db, relay)
+    placed = await asyncio.gather(*(orders.place(place_order(), NO_DELIVERY) for _ in range(20)))
+    assert len(publisher.published) == 20
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 20  # published, not yet removed
+    assert len(relay.published) == 20
+
+    applier = RollupApplier(client, db, currency="EUR", published=relay.published)
+    before = await _orders_updated(client)
+    assert await applier.apply_once() == 20
+    updated = await _orders_updated(client) - before
+
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
+    assert await db[ORDERS].count_documents({"rollups_pending.0": {"$exists": True}}) == 0
+    assert len(relay.published) == 0
+    # 20 orders written once each, plus the rollup documents (a bucket, a status, the
+    # customers) and the built marker: not 40 order writes.
+    assert 20 < updated < 40, updated
+    assert {p.order.id for p in placed} == {
+        doc["_id"] async for doc in db[ORDERS].find({"outbox": []}, {"_id": 1})
+    }
+
+
+async def test_published_events_the_applier_does_not_take_are_removed_by_the_relay(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    relay = OutboxRelay(db, publisher, sweep_seconds=0.05, grace_seconds=0, settle_seconds=0.2)
+    orders = _service(db, relay)
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    # No status change: no rollup delta, so no applier write of this order.
+    await orders.act(
+        UpdateMetadata(action="update_metadata", id=order.id, metadata={"gift": True}),
+        NO_DELIVERY,
+    )
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 1
+
+    running = asyncio.create_task(relay.run())
+    try:
+
+        async def removed() -> bool:
+            left = await db[ORDERS].count_documents(WITH_OUTBOX)
+            return left == 0 and len(relay.published) == 0
+
+        await eventually(removed, timeout=5.0)
+    finally:
+        running.cancel()
+    # The sweep ran meanwhile (grace 0) and published nothing twice.
+    assert [e.routing_key for e in publisher.published] == [
+        "order.placed",
+        "order.metadata_updated",
+    ]
+
+
+async def test_a_later_change_does_not_publish_the_events_already_published_again(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
+    orders = _service(db, relay)
+    order = (await orders.place(place_order(), NO_DELIVERY)).order
+    for status in ("processing", "confirmed"):
+        await orders.act(
+            UpdateStatus(action="update_status", id=order.id, status=status), NO_DELIVERY
+        )
+    stored = await db[ORDERS].find_one({"_id": order.id})
+    assert stored is not None
+    assert len(stored["outbox"]) == 3  # all three published, none removed yet
+    assert await relay.sweep(older_than=timedelta(0)) == 0
+
+    kinds = [e.routing_key for e in publisher.published]
+    assert kinds == ["order.placed", "order.status_changed", "order.status_changed"]
+    assert [json.loads(e.payload)["version"] for e in publisher.published[1:]] == [2, 3]
+
+    await relay.drain()  # shutdown: removed, nothing published again
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
+    assert len(publisher.published) == 3
+
+
+def test_published_events_come_due_in_the_order_they_were_published() -> None:
+    now = [0.0]
+    published = PublishedEvents(clock=lambda: now[0])
+    published.add(1, ["a"])
+    now[0] = 1.0
+    published.add(2, ["b"])
+    published.add(1, ["c"])
+    assert published.due(older_than=0.5) == {1: frozenset({"a", "c"})}
+    published.forget({1: {"a", "c"}})
+    assert published.due(older_than=0.5) == {}  # order 2 is 0 s old; order 1's 2nd mark: gone
+    now[0] = 2.0
+    assert published.due(older_than=0.5) == {2: frozenset({"b"})}
+    assert len(published) == 1  # due does not forget: only a removal does
+
+
+async def test_the_applier_leaves_orders_being_written_for_its_next_round(
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document], publisher: RecordingPublisher
+) -> None:
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
+    orders = _service(db, relay)
+    first, second = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(2)]
+    applier = RollupApplier(client, db, currency="EUR", published=relay.published)
+    with relay.writing([second.id]):  # its write and publishing are under way
+        assert await applier.apply_once() == 1
+    stored = {doc["_id"]: doc async for doc in db[ORDERS].find({})}
+    assert (len(stored[first.id]["outbox"]), len(stored[second.id]["outbox"])) == (0, 1)
+    assert len(stored[second.id]["rollups_pending"]) == 2
+
+    assert await applier.apply_once() == 1  # the next round takes it, with its event
+    assert len((await db[ORDERS].find_one({"_id": second.id}) or {})["outbox"]) == 0
