@@ -16,7 +16,14 @@ from orders_vocabulary.statuses import OrderStatus
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, Document
 from service.store.rollups.deltas import PENDING, PENDING_DELTAS, UNWOUND, keeps_revenue
-from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS, built
+from service.store.rollups.schema import (
+    BUILT,
+    CUSTOMER_COUNTS,
+    ORDER_COUNTS,
+    ROLLUP_STATE,
+    STATUS_COUNTS,
+    built,
+)
 
 TOP_CUSTOMERS = 10
 TOTALS = {"n": 1, "kept": 1}
@@ -97,6 +104,39 @@ async def global_stats(
     )
 
 
+_COUNTS = "__customer_counts"
+_BUILT = "__built"
+"""The fields that tell the breakdown and the build marker from the pending deltas among
+the rows of `_customer_reads` (a delta has neither)."""
+
+
+def _customer_reads(customer_id: str) -> list[Document]:
+    """Over the orders: the customer's pending deltas, then its `customer_counts` breakdown
+    as `{_COUNTS: {s, d}}` and the build marker as `{_BUILT: done}` (each at most once)."""
+    return [
+        {"$match": {**PENDING, "customer_id": customer_id}},
+        *UNWOUND,
+        {
+            "$unionWith": {
+                "coll": CUSTOMER_COUNTS,
+                "pipeline": [
+                    {"$match": {"_id": customer_id}},
+                    {"$project": {"_id": 0, _COUNTS: {"s": "$s", "d": "$d"}}},
+                ],
+            }
+        },
+        {
+            "$unionWith": {
+                "coll": ROLLUP_STATE,
+                "pipeline": [
+                    {"$match": {"_id": BUILT}},
+                    {"$project": {"_id": 0, _BUILT: {"$eq": ["$done", True]}}},
+                ],
+            }
+        },
+    ]
+
+
 async def customer_stats(
     client: AsyncMongoClient[Document],
     db: AsyncDatabase[Document],
@@ -105,19 +145,16 @@ async def customer_stats(
 ) -> dict[str, Any] | None:
     """The stats over one customer's orders, from its `customer_counts` breakdown plus the
     deltas still pending in its orders, in one snapshot; None while the rollups are not
-    built."""
+    built. One aggregation reads all three (the deltas, the breakdown and the build marker,
+    through `$unionWith`): a request costs one round trip, not three."""
     async with client.start_session(snapshot=True) as session:
-        if not await built(db, session):
-            return None
-        doc = await db[CUSTOMER_COUNTS].find_one(
-            {"_id": customer_id}, {"s": 1, "d": 1}, session=session
-        )
-        pending = await (
-            await db[ORDERS].aggregate(
-                [{"$match": {**PENDING, "customer_id": customer_id}}, *UNWOUND],
-                session=session,
-            )
+        rows = await (
+            await db[ORDERS].aggregate(_customer_reads(customer_id), session=session)
         ).to_list()
+    if not any(row.get(_BUILT) for row in rows):
+        return None
+    doc = next((row[_COUNTS] for row in rows if _COUNTS in row), None)
+    pending = [row for row in rows if _COUNTS not in row and _BUILT not in row]
     statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
     days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
     for status, by_currency in (doc or {}).get("s", {}).items():
