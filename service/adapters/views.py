@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 
 def timestamp(moment: datetime) -> str:
-    """`2025-11-06T15:00:00.000000Z`, always UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`2025-11-06T15:00:00.000000Z`, always UTC (`isoformat` writes `+00:00` for the zone,
+    taken off for the `Z`; it costs half what `strftime` does, several times per order)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def order_view(order: Order) -> dict[str, Any]:

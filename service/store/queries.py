@@ -112,8 +112,11 @@ class OrderQueries:
         else:
             found = {"$and": [where, after]} if after and where else (after or where)
             cursor = self._orders.find(found, ORDER_FIELDS).sort(sort).skip(skip)
-            docs = [doc async for doc in cursor.limit(query.per_page + 1)]
-            total = await self._count(where)
+            docs = await cursor.limit(query.per_page + 1).to_list()
+            # A page numbered from the first match that holds the last one has counted them
+            # all: no second read (most customers' orders fit on their first page).
+            last_page = not after and len(docs) <= query.per_page and (docs or not skip)
+            total = skip + len(docs) if last_page else await self._count(where)
         more, docs = len(docs) > query.per_page, docs[: query.per_page]
         return Page(
             [order_from_document(doc) for doc in docs],

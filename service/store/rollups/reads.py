@@ -16,7 +16,14 @@ from orders_vocabulary.statuses import OrderStatus
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import ORDERS, Document
 from service.store.rollups.deltas import PENDING, PENDING_DELTAS, UNWOUND, keeps_revenue
-from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS, built
+from service.store.rollups.schema import (
+    BUILT,
+    CUSTOMER_COUNTS,
+    ORDER_COUNTS,
+    ROLLUP_STATE,
+    STATUS_COUNTS,
+    built,
+)
 
 TOP_CUSTOMERS = 10
 TOTALS = {"n": 1, "kept": 1}
@@ -97,6 +104,43 @@ async def global_stats(
     )
 
 
+_COUNTS = "__customer_counts"
+_BUILT = "__built"
+"""The fields that tell the breakdown and the build marker from the pending deltas among
+the rows of `_customer_reads` (a delta has neither)."""
+
+
+_MARKER: Document = {
+    "$unionWith": {
+        "coll": ROLLUP_STATE,
+        "pipeline": [
+            {"$match": {"_id": BUILT}},
+            {"$project": {"_id": 0, _BUILT: {"$eq": ["$done", True]}}},
+        ],
+    }
+}
+"""The stage that adds the build marker, as `{_BUILT: done}`, to an aggregation's rows."""
+
+
+def _customer_reads(customer_id: str) -> list[Document]:
+    """Over the orders: the customer's pending deltas, then its `customer_counts` breakdown
+    as `{_COUNTS: {s, d}}` and the build marker as `{_BUILT: done}` (each at most once)."""
+    return [
+        {"$match": {**PENDING, "customer_id": customer_id}},
+        *UNWOUND,
+        {
+            "$unionWith": {
+                "coll": CUSTOMER_COUNTS,
+                "pipeline": [
+                    {"$match": {"_id": customer_id}},
+                    {"$project": {"_id": 0, _COUNTS: {"s": "$s", "d": "$d"}}},
+                ],
+            }
+        },
+        _MARKER,
+    ]
+
+
 async def customer_stats(
     client: AsyncMongoClient[Document],
     db: AsyncDatabase[Document],
@@ -105,19 +149,16 @@ async def customer_stats(
 ) -> dict[str, Any] | None:
     """The stats over one customer's orders, from its `customer_counts` breakdown plus the
     deltas still pending in its orders, in one snapshot; None while the rollups are not
-    built."""
+    built. One aggregation reads all three (the deltas, the breakdown and the build marker,
+    through `$unionWith`): a request costs one round trip, not three."""
     async with client.start_session(snapshot=True) as session:
-        if not await built(db, session):
-            return None
-        doc = await db[CUSTOMER_COUNTS].find_one(
-            {"_id": customer_id}, {"s": 1, "d": 1}, session=session
-        )
-        pending = await (
-            await db[ORDERS].aggregate(
-                [{"$match": {**PENDING, "customer_id": customer_id}}, *UNWOUND],
-                session=session,
-            )
+        rows = await (
+            await db[ORDERS].aggregate(_customer_reads(customer_id), session=session)
         ).to_list()
+    if not any(row.get(_BUILT) for row in rows):
+        return None
+    doc = next((row[_COUNTS] for row in rows if _COUNTS in row), None)
+    pending = [row for row in rows if _COUNTS not in row and _BUILT not in row]
     statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
     days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
     for status, by_currency in (doc or {}).get("s", {}).items():
@@ -155,26 +196,14 @@ async def status_counts(
 ) -> dict[str, int] | None:
     """How many orders have each status, from the rollups plus pending deltas, in one
     snapshot (a count by status need not read an index entry per order); None while the
-    rollups are not built."""
+    rollups are not built. One aggregation, as `customer_stats`."""
     by_status = [{"$group": {"_id": "$status", "n": {"$sum": "$n"}}}]
-    async with client.start_session(snapshot=True) as session:
-        if not await built(db, session):
-            return None
-        counted = await db[STATUS_COUNTS].find({}, session=session).to_list()
-        pending = await (
-            await db[ORDERS].aggregate(
-                [
-                    *PENDING_DELTAS,
-                    {"$match": {"day": {"$exists": True}}},
-                    *by_status,
-                ],
-                session=session,
-            )
-        ).to_list()
-    counts: dict[str, int] = defaultdict(int)
-    for row in (*counted, *pending):
-        counts[row["_id"]] += row["n"]
-    return dict(counts)
+    return await _counts(
+        client,
+        db,
+        [*PENDING_DELTAS, {"$match": {"day": {"$exists": True}}}, *by_status],
+        {"coll": STATUS_COUNTS, "pipeline": [{"$project": {"n": 1}}]},
+    )
 
 
 async def day_counts(
@@ -185,7 +214,8 @@ async def day_counts(
 ) -> dict[str, int] | None:
     """How many orders created from day `first` up to (not including) day `end` (UTC,
     `YYYY-MM-DD`; None: unbounded) have each status, from the buckets of those days plus
-    pending deltas, in one snapshot; None while the rollups are not built."""
+    pending deltas, in one snapshot; None while the rollups are not built. One aggregation,
+    as `customer_stats`."""
     days: Document = {}
     if first is not None:
         days["$gte"] = first
@@ -196,28 +226,45 @@ async def day_counts(
         ids["$gte"] = {"day": first}
     if end is not None:
         ids["$lt"] = {"day": end}
-    by_status = [{"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}}]
+    return await _counts(
+        client,
+        db,
+        [
+            *PENDING_DELTAS,
+            {"$match": {"day": days or {"$exists": True}}},
+            {"$group": {"_id": "$status", "n": {"$sum": "$n"}}},
+        ],
+        {
+            "coll": ORDER_COUNTS,
+            "pipeline": [
+                {"$match": {"_id": ids} if ids else {}},
+                {"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}},
+            ],
+        },
+    )
+
+
+async def _counts(
+    client: AsyncMongoClient[Document],
+    db: AsyncDatabase[Document],
+    pending: list[Document],
+    counted: Document,
+) -> dict[str, int] | None:
+    """Orders by status: the rows `{_id: status, n}` of the `pending` stages over the
+    orders and of the `counted` rollup (a `$unionWith`), summed, read with the build marker
+    in one aggregation in one snapshot; None while the rollups are not built."""
     async with client.start_session(snapshot=True) as session:
-        if not await built(db, session):
-            return None
-        counted = await (
-            await db[ORDER_COUNTS].aggregate(
-                [{"$match": {"_id": ids} if ids else {}}, *by_status], session=session
-            )
-        ).to_list()
-        pending = await (
+        rows = await (
             await db[ORDERS].aggregate(
-                [
-                    *PENDING_DELTAS,
-                    {"$match": {"day": days or {"$exists": True}}},
-                    {"$group": {"_id": "$status", "n": {"$sum": "$n"}}},
-                ],
-                session=session,
+                [*pending, {"$unionWith": counted}, _MARKER], session=session
             )
         ).to_list()
+    if not any(row.get(_BUILT) for row in rows):
+        return None
     counts: dict[str, int] = defaultdict(int)
-    for row in (*counted, *pending):
-        counts[row["_id"]] += row["n"]
+    for row in rows:
+        if _BUILT not in row:
+            counts[row["_id"]] += row["n"]
     return dict(counts)
 
 
