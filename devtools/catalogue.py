@@ -47,7 +47,7 @@ def document() -> Json:
     environment says (`model_validate` reads no ORDERS_* variables). Nothing connects."""
     settings = Settings.model_validate({"amqp_url": NEUTRAL_AMQP_URL})
     worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
-    spec = catalogue(worker.broker).to_specification()
+    spec = catalogue(worker).to_specification()
     return json.loads(dumps(spec.to_jsonable()))  # type: ignore[no-any-return]
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from faststream import FastStream
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -27,9 +27,9 @@ from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.membership import Membership
 from service.store.outbox import OutboxRelay
-from service.topology import ACTION, topology
+from service.topology import topology
 from service.worker.delivery import Courier
-from service.worker.orders import order_router
+from service.worker.orders import action_intake, order_router
 from service.worker.partitions import (
     ActionRouter,
     MembershipLoop,
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
     return FastStream(
         worker.broker,
-        specification=catalogue(worker.broker),
+        specification=catalogue(worker),
         lifespan=worker.lifespan,
         after_startup=[worker.start_partitions, worker.start_watchdog],
         on_shutdown=[worker.stop_watchdog, worker.hand_over_actions, worker.drain_outbox],
@@ -70,15 +70,22 @@ def create_app(settings: Settings | None = None) -> FastStream:
     )
 
 
-def catalogue(broker: RabbitBroker) -> AsyncAPI:
-    """The AsyncAPI document of the worker: `make docs-gen` writes it to docs/asyncapi.json."""
+def catalogue(worker: Worker) -> AsyncAPI:
+    """The AsyncAPI document of the worker: `make docs-gen` writes it to docs/asyncapi.json.
+    Its subscribers are the broker's and `orders.action`'s, which the worker consumes
+    without FastStream (`Worker.intake_document`); the brokers share one server."""
     return AsyncAPI(
-        broker, title="Orders service", version="0.1.0", description=CATALOGUE_DESCRIPTION
+        worker.broker,
+        worker.intake_document,
+        title="Orders service",
+        version="0.1.0",
+        description=CATALOGUE_DESCRIPTION,
     )
 
 
 class EveryConsumer:
-    """The subscribers' consumers and the action partitions' (readiness)."""
+    """The subscribers' consumers, the action intake's and the action partitions'
+    (readiness)."""
 
     def __init__(self, watchdog: ConsumerWatchdog, partitions: PartitionConsumers) -> None:
         self._watchdog = watchdog
@@ -95,8 +102,9 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.names = topology(settings)
+        url = settings.amqp_url.get_secret_value()
         self.broker = rabbit_broker(
-            settings.amqp_url.get_secret_value(),
+            url,
             default_channel=Channel(prefetch_count=settings.prefetch),
             graceful_timeout=settings.shutdown_seconds,
             log_level=logging.DEBUG,
@@ -112,11 +120,14 @@ class Worker:
             lambda: self.broker._connection,
             max_message_bytes=settings.max_message_bytes,
             transient_retry_seconds=settings.transient_retry_seconds,
+            prefetch=settings.prefetch,
+            metrics=metrics.intake,
         )
-        self.broker.include_router(
-            order_router(
-                self.handlers, self.courier, self.actions, self.names, prefetch=settings.prefetch
-            )
+        self.broker.include_router(order_router(self.handlers, self.courier, self.names))
+        # Never started: it carries `orders.action`'s subscriber for the document only.
+        self.intake_document = rabbit_broker(url)
+        self.intake_document.include_router(
+            action_intake(self.actions, self.names, prefetch=settings.prefetch)
         )
         lease = 3 * settings.membership_seconds
         self.ownership = Ownership(new_worker_id(), self.names.partitions, lease_seconds=lease)
@@ -130,7 +141,7 @@ class Worker:
             grace_seconds=settings.shutdown_seconds / 2,
         )
         self.membership: MembershipLoop | None = None
-        self.watchdog = ConsumerWatchdog(self.broker)
+        self.watchdog = ConsumerWatchdog(self.broker, [self.actions])
         self.readiness = Readiness(EveryConsumer(self.watchdog, self.partitions))
         self.relay: OutboxRelay | None = None
         self.background: list[asyncio.Task[None]] = []
@@ -187,11 +198,12 @@ class Worker:
             self.readiness.client = None
 
     async def start_partitions(self) -> None:
-        """Consume every action partition, then join the live workers: from then on the
-        others hand this worker its share (service/worker/partitions.py)."""
+        """Consume every action partition and `orders.action`, then join the live workers:
+        from then on the others hand this worker its share (service/worker/partitions.py)."""
         connection = self.broker._connection
         assert connection is not None, "started after the broker"
         await self.partitions.start(connection)
+        await self.actions.start(connection)
         if self.membership is not None:
             self.background.append(
                 asyncio.create_task(self.membership.run(), name="worker-membership")
@@ -216,11 +228,7 @@ class Worker:
         await self.partitions.close()
         if self.membership is not None:
             await self.membership.leave()
-        for subscriber in self.broker.subscribers:
-            queue = getattr(subscriber, "_queue_obj", None)
-            if subscriber.queue.name == ACTION and queue is not None:  # type: ignore[attr-defined]
-                with contextlib.suppress(Exception):
-                    await queue.channel.close()
+        await self.actions.close()
 
     async def drain_outbox(self) -> None:
         """On SIGTERM, before the broker closes: remove what is published, publish what is

@@ -1,26 +1,30 @@
 """Prometheus metrics: one registry per worker, made in the app factory and passed down.
 
 FastStream's Prometheus middleware counts what is consumed and published and times the
-handlers; `ServiceMetrics` adds what only the service knows: refusals by error code, dead
-letters, messages with undecodable properties, and the outbox backlog. Labels stay bounded
-whatever producers send: consumed messages are labelled by the routing key they were first
-sent with (a retried one is not a new key), and any routing key that is not one of the
-service's own (a producer allowed on the retry exchanges can send `<anything>.orders.place`)
-by `other`; replies, which go to each client's own reply queue, by `reply`; properties by
-their fixed AMQP names.
+handlers; `ConsumeMetrics` keeps the same series for the one consumer FastStream does not
+run (the action intake, service/worker/partitions.py). `ServiceMetrics` adds what only the
+service knows: refusals by error code, dead letters, messages with undecodable properties,
+and the outbox backlog. Labels stay bounded whatever producers send: consumed messages are
+labelled by the routing key they were first sent with (a retried one is not a new key), and
+any routing key that is not one of the service's own (a producer allowed on the retry
+exchanges can send `<anything>.orders.place`) by `other`; replies, which go to each client's
+own reply queue, by `reply`; properties by their fixed AMQP names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Iterable
 
 from aio_pika import IncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 from faststream.message.message import StreamMessage
 from faststream.prometheus import ConsumeAttrs
+from faststream.prometheus.container import MetricsContainer
 from faststream.prometheus.middleware import PrometheusMiddleware
 from faststream.rabbit.prometheus.provider import RabbitMetricsSettingsProvider
 from faststream.rabbit.response import RabbitPublishCommand
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.domain.events import COMMAND_REJECTED, METADATA_UPDATED, PLACED, STATUS_CHANGED
 from service.topology import ROUTING_KEYS, original_routing_key
@@ -33,6 +37,9 @@ REPLY = "reply"
 
 OTHER = "other"
 """The label of every routing key that is not one of the service's own."""
+
+BROKER = "rabbitmq"
+"""The `broker` label FastStream's Prometheus middleware gives RabbitMQ's messages."""
 
 KNOWN_KEYS = frozenset((*ROUTING_KEYS, PLACED, STATUS_CHANGED, METADATA_UPDATED, COMMAND_REJECTED))
 
@@ -61,6 +68,57 @@ class RoutingKeyLabels(RabbitMetricsSettingsProvider):
         return f"{cmd.exchange.name}.{routing_key_label(cmd.destination)}"
 
 
+class ConsumeMetrics:
+    """The Prometheus middleware's per-message series (`received_*`, labelled as it labels
+    them) for a consumer FastStream does not run: the action intake, whose messages take the
+    path of raw aio-pika deliveries. Each label's series are looked up once."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The middleware's own metrics: a container on the same registry reuses them.
+        self._container = MetricsContainer(registry, metrics_prefix=PREFIX, custom_label_names=())
+        self._series: dict[str, _HandlerSeries] = {}
+
+    async def consume(self, raw: AbstractIncomingMessage, handle: Awaitable[None]) -> None:
+        """Await `handle` (the delivery's processing) and count it as the middleware would:
+        received, its size, in process meanwhile, the duration, `acked` or `error` (with
+        the exception's type), labelled by the routing key it was first sent with."""
+        label = routing_key_label(raw.routing_key or "")
+        series = self._series.get(label)
+        if series is None:
+            series = self._series[label] = _HandlerSeries(self._container, label)
+        series.received.inc()
+        series.size.observe(len(raw.body))
+        series.in_process.inc()
+        started = time.perf_counter()
+        try:
+            await handle
+        except Exception as exc:
+            series.exceptions.labels(exception_type=type(exc).__name__, **series.labels).inc()
+            series.processed.labels(status="error", **series.labels).inc()
+            raise
+        else:
+            series.acked.inc()
+        finally:
+            series.duration.observe(time.perf_counter() - started)
+            series.in_process.dec()
+
+
+class _HandlerSeries:
+    """One handler label's children of the middleware's consume metrics."""
+
+    def __init__(self, container: MetricsContainer, handler: str) -> None:
+        self.labels = {"app_name": PREFIX, "broker": BROKER, "handler": handler}
+        self.received: Counter = container.received_messages_total.labels(**self.labels)
+        self.size: Histogram = container.received_messages_size_bytes.labels(**self.labels)
+        self.in_process: Gauge = container.received_messages_in_process.labels(**self.labels)
+        self.duration: Histogram = container.received_processed_messages_duration_seconds.labels(
+            **self.labels
+        )
+        self.processed: Counter = container.received_processed_messages_total
+        self.acked: Counter = self.processed.labels(status="acked", **self.labels)
+        self.exceptions: Counter = container.received_processed_messages_exceptions_total
+
+
 class ServiceMetrics:
     """The registry, the broker middleware that feeds it, and the service's own metrics."""
 
@@ -72,6 +130,7 @@ class ServiceMetrics:
             app_name=PREFIX,
             metrics_prefix=PREFIX,
         )
+        self.intake = ConsumeMetrics(registry)
         self.errors = Counter(
             "errors",
             "Messages answered or dead-lettered with a contract error, by error code.",

@@ -1,5 +1,9 @@
 """The subscribers: one per routing key, each handing its message to the courier with the
-application's parse -> use case -> envelope step (service/application/handlers.py)."""
+application's parse -> use case -> envelope step (service/application/handlers.py).
+
+`orders.action` is the exception: the action router consumes it itself, as a plain aio-pika
+consumer (service/worker/partitions.py), and `action_intake` declares its subscriber for the
+AsyncAPI document only."""
 
 from __future__ import annotations
 
@@ -48,33 +52,34 @@ async def keep_bytes(message: Delivered) -> bytes:
     return message.body
 
 
-def order_router(
-    handlers: OrderHandlers,
-    courier: Courier,
-    actions: ActionRouter,
+def _subscribe(
+    router: RabbitRouter,
     topology: Topology,
+    routing_key: str,
+    description: str,
     *,
-    prefetch: int,
-) -> RabbitRouter:
+    channel: Channel | None = None,
+    ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
+) -> RabbitSubscriber:
+    return router.subscriber(
+        topology.queue(routing_key),
+        topology.commands,
+        channel=channel,
+        decoder=keep_bytes,
+        ack_policy=ack_policy,
+        no_reply=True,
+        title=routing_key,
+        description=f"Sent to the `{topology.commands.name}` exchange (topic) with this "
+        f"routing key. {description}",
+    )
+
+
+def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) -> RabbitRouter:
+    """Every subscriber but `orders.action`'s, and the document's outputs."""
     router = RabbitRouter()
 
-    def subscribe(
-        routing_key: str,
-        description: str,
-        channel: Channel | None = None,
-        ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
-    ) -> RabbitSubscriber:
-        return router.subscriber(
-            topology.queue(routing_key),
-            topology.commands,
-            channel=channel,
-            decoder=keep_bytes,
-            ack_policy=ack_policy,
-            no_reply=True,
-            title=routing_key,
-            description=f"Sent to the `{topology.commands.name}` exchange (topic) with this "
-            f"routing key. {description}",
-        )
+    def subscribe(routing_key: str, description: str) -> RabbitSubscriber:
+        return _subscribe(router, topology, routing_key, description)
 
     @subscribe(
         PLACE,
@@ -84,18 +89,6 @@ def order_router(
     )
     async def place_order(body: PlaceOrderBody, message: RabbitMessage) -> None:
         await courier.serve(message, handlers.place)
-
-    # A channel of its own: its delivery tags number the actions alone, which is what
-    # keeps them in order on their way to the partitions (see worker/partitions.py).
-    @subscribe(
-        ACTION,
-        "Act on an order (OrderAction: update_status, cancel, complete, update_metadata), "
-        "one action at a time per order, in the order published. Reply: the order after it.",
-        Channel(prefetch_count=prefetch),
-        AckPolicy.MANUAL,  # the router acks; on shutdown, held deliveries stay unacked
-    )
-    async def act_on_order(body: OrderActionBody, message: RabbitMessage) -> None:
-        await actions.route(message)
 
     @subscribe(GET, "One order by id or order_id (GetOrder). Reply: the order as data.")
     async def get_order(body: GetOrderBody, message: RabbitMessage) -> None:
@@ -118,4 +111,25 @@ def order_router(
         await courier.serve(message, handlers.statuses, allow_empty=True)
 
     document_outputs(router, topology)
+    return router
+
+
+def action_intake(actions: ActionRouter, topology: Topology, *, prefetch: int) -> RabbitRouter:
+    """`orders.action`'s subscriber as the AsyncAPI document shows it, on a router that no
+    running broker includes: `actions` consumes the queue itself (`ActionRouter.start`), on
+    a channel of its own with this prefetch, acking each action once it is forwarded."""
+    router = RabbitRouter()
+
+    @_subscribe(
+        router,
+        topology,
+        ACTION,
+        "Act on an order (OrderAction: update_status, cancel, complete, update_metadata), "
+        "one action at a time per order, in the order published. Reply: the order after it.",
+        channel=Channel(prefetch_count=prefetch),
+        ack_policy=AckPolicy.MANUAL,  # the router acks; on shutdown, held ones stay unacked
+    )
+    async def act_on_order(body: OrderActionBody, message: RabbitMessage) -> None:
+        await actions.route(message.raw_message)
+
     return router

@@ -6,7 +6,9 @@ queue has a single active consumer): it names the action's order (its `id`, or i
 `orders.action.<n>` with n = id mod partitions, in delivery order, with publisher confirms,
 acking each action once its copy is confirmed. A message that names no order (a bad body,
 undecodable properties) cannot be applied, so its order does not matter: the courier
-refuses it at once.
+refuses it at once. The router consumes `orders.action` itself, as a plain aio-pika
+consumer like the partitions' (the document shows it as a subscriber: service/worker/
+orders.py): a FastStream subscriber's per-message machinery cost more than the routing.
 
 Each partition queue has a single active consumer too, and every worker consumes every
 partition: when the active worker of a partition goes away, RabbitMQ hands the partition
@@ -35,7 +37,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 from aio_pika import IncomingMessage
@@ -49,7 +51,7 @@ from faststream.rabbit.message import RabbitMessage
 
 from service.amqp_decoding import republishable, undecodable
 from service.application.retries import TransientExhausted, with_retries
-from service.metrics import ServiceMetrics
+from service.metrics import ConsumeMetrics, ServiceMetrics
 from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
 from service.worker.delivery import Courier, Work, channel_of
@@ -73,12 +75,25 @@ def partition_of(key: Hashable, partitions: int) -> int:
     return zlib.crc32(repr(key).encode()) % partitions
 
 
+def delivered(raw: AbstractIncomingMessage) -> RabbitMessage:
+    """A raw delivery as the courier takes it (aio-pika's consumers get `IncomingMessage`s)."""
+    return RabbitMessage(
+        body=raw.body,
+        headers=raw.headers,
+        reply_to=raw.reply_to or "",
+        content_type=raw.content_type,
+        message_id=raw.message_id or "",
+        correlation_id=raw.correlation_id or "",
+        raw_message=cast(IncomingMessage, raw),
+    )
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class ActionRouter:
-    """Forwards each action from `orders.action` to its order's partition queue."""
+    """Consumes `orders.action` and forwards each action to its order's partition queue."""
 
     def __init__(
         self,
@@ -89,12 +104,19 @@ class ActionRouter:
         *,
         max_message_bytes: int,
         transient_retry_seconds: float,
+        prefetch: int = 1,
+        metrics: ConsumeMetrics | None = None,
     ) -> None:
         self._topology = topology
         self._courier = courier
         self._act = act
         self._max_bytes = max_message_bytes
         self._retry_seconds = transient_retry_seconds
+        self._prefetch = prefetch
+        self._metrics = metrics
+        self.queue = topology.queue(ACTION).name
+        self._intake: AbstractRobustChannel | None = None
+        """The channel `orders.action` is consumed on."""
         self.gate = DeliveryGate()
         self.lookup: OrderIdLookup | None = None
         self._ids: dict[int, int] = {}
@@ -119,8 +141,58 @@ class ActionRouter:
                 self._channel = channel
             return self._channel, self._exchange
 
-    async def route(self, message: RabbitMessage) -> None:
-        raw = message.raw_message
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        """Consume `orders.action` on a channel of its own: its delivery tags number the
+        actions alone, which is what keeps them in order on their way to the partitions.
+        The queue is declared (passively) through the robust channel, so that its consumer
+        comes back after a reconnection; a queue taken with get_queue(ensure=False) would
+        not. Its single active consumer is the queue's own argument (service/topology.py)."""
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await channel.declare_queue(self.queue, passive=True)
+        await queue.consume(self._deliver)
+        self._intake = channel
+
+    async def attached(self) -> bool:
+        """Whether the consumer of `orders.action` is registered on an open channel."""
+        try:
+            underlay = None if self._intake is None else await self._intake.get_underlay_channel()
+        except Exception:  # closed, or reconnecting
+            return False
+        return (
+            underlay is not None
+            and not underlay.is_closed
+            and bool(getattr(underlay, "consumers", None))
+        )
+
+    async def restart(self) -> None:
+        """Consume again on a new channel (the consumer was lost): closing the old one hands
+        back what it held, in its place."""
+        connection = self._connection()
+        if connection is None:
+            raise RuntimeError("the broker is not connected")
+        await self.close()
+        await self.start(connection)
+
+    async def close(self) -> None:
+        """Close the channel without cancelling the consumer first: RabbitMQ requeues the
+        actions this worker still held, in their place, before the next single active
+        consumer takes over."""
+        channel, self._intake = self._intake, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _deliver(self, raw: AbstractIncomingMessage) -> None:
+        try:
+            if self._metrics is None:
+                await self.route(raw)
+            else:
+                await self._metrics.consume(raw, self.route(raw))
+        except Exception:  # left unacked: redelivered in its place when the channel closes
+            log.exception("could not route an action")
+
+    async def route(self, raw: AbstractIncomingMessage) -> None:
         channel, exchange = await self._open()
         try:
             key = await self._order_key(raw)
@@ -132,7 +204,7 @@ class ActionRouter:
         except (Draining, Abandoned):
             return  # left unacked: requeued in its place when the channel closes
         if key is None:  # names no order: refused at once, wherever it stood
-            await self._courier.serve(message, self._act, routing_key=ACTION)
+            await self._courier.serve(delivered(raw), self._act, routing_key=ACTION)
             return
         # Each partition's copies are published one after another, in admission order: a
         # copy waits until the one before it (in its partition) is confirmed, so a copy the
@@ -147,14 +219,14 @@ class ActionRouter:
             forwarded = await self._forward(raw, channel, exchange, partition)
         except Exception:  # a copy that cannot be encoded: served here, where it stands
             log.exception("could not forward an action to partition %d", partition)
-            await self._courier.serve(message, self._act, routing_key=ACTION)
+            await self._courier.serve(delivered(raw), self._act, routing_key=ACTION)
             return
         finally:
             mine.set_result(None)
             if self._tails.get(partition) is mine:
                 del self._tails[partition]
         if forwarded:
-            await message.ack()
+            await raw.ack()
 
     async def _forward(
         self,
@@ -342,18 +414,9 @@ class PartitionConsumers:
             task = asyncio.create_task(self.hand_over(partition), name=f"hand-over-{partition}")
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
-        message = RabbitMessage(
-            body=raw.body,
-            headers=raw.headers,
-            reply_to=raw.reply_to or "",
-            content_type=raw.content_type,
-            message_id=raw.message_id or "",
-            correlation_id=raw.correlation_id or "",
-            raw_message=raw,
-        )
         try:
             applied = await self._courier.serve(
-                message, self._act, ordered=True, routing_key=ACTION
+                delivered(raw), self._act, ordered=True, routing_key=ACTION
             )
         except Exception:
             log.exception("action on partition %d failed", partition)

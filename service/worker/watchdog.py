@@ -3,7 +3,8 @@
 FastStream has an open report (ag2ai/faststream#2758) of RabbitMQ consumers missing after the
 connection was recovered: the queues exist, nothing consumes them, and the worker looks
 alive. The watchdog checks every subscriber's consumer against the channel it should be
-registered on and, when one is missing while the connection is up, restarts that subscriber.
+registered on and, when one is missing while the connection is up, restarts that subscriber;
+so too the consumers the service runs itself (the action intake: `OwnConsumer`).
 `missing()` is also what a readiness check asks.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from faststream.rabbit import RabbitBroker
 
@@ -35,18 +37,33 @@ async def consumer_attached(subscriber: Any) -> bool:
     return not channel.is_closed and tag in channel.consumers
 
 
+class OwnConsumer(Protocol):
+    """A consumer of one queue that FastStream does not run."""
+
+    @property
+    def queue(self) -> str: ...
+
+    async def attached(self) -> bool: ...
+
+    async def restart(self) -> None: ...
+
+
 class ConsumerWatchdog:
-    def __init__(self, broker: RabbitBroker, *, interval: float = 5.0) -> None:
+    def __init__(
+        self, broker: RabbitBroker, own: Sequence[OwnConsumer] = (), *, interval: float = 5.0
+    ) -> None:
         self._broker = broker
+        self._own = own
         self._interval = interval
 
     async def missing(self) -> list[str]:
         """Queue names whose consumer is not attached right now."""
-        return [
+        subscribers = [
             sub.queue.name  # type: ignore[attr-defined]
             for sub in self._broker.subscribers
             if not await consumer_attached(sub)
         ]
+        return subscribers + [c.queue for c in self._own if not await c.attached()]
 
     def _connected(self) -> bool:
         connection = getattr(self._broker, "_connection", None)
@@ -65,6 +82,11 @@ class ConsumerWatchdog:
             await subscriber.stop()
             await subscriber.start()
             restarted.append(name)
+        for consumer in self._own:
+            if not await consumer.attached():
+                log.error("consumer of %s is gone; starting it again", consumer.queue)
+                await consumer.restart()
+                restarted.append(consumer.queue)
         return restarted
 
     async def run(self) -> None:

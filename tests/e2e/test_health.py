@@ -87,9 +87,15 @@ async def test_metrics_count_traffic_errors_and_dead_letters(
     status, text = await get(http, worker, "/metrics")
     assert status == 200
     before_get = value(text, "orders_received_messages_total", handler="orders.get")
+    before_action = value(text, "orders_received_messages_total", handler="orders.action")
 
     placed = await client.request("orders.place", simple_order(new_customer_id()))
     assert placed["success"] is True
+    # taken from orders.action by the router's own consumer, not a FastStream subscriber
+    cancelled = await client.request(
+        "orders.action", {"id": placed["data"]["id"], "action": "cancel"}
+    )
+    assert cancelled["success"] is True
     refused = await client.request("orders.get", {"id": "not a number"})
     assert refused["error"]["code"] == "validation_error"
     await client.publish("orders.place", {"no": "order"})  # no reply_to: dead-lettered
@@ -103,6 +109,14 @@ async def test_metrics_count_traffic_errors_and_dead_letters(
 
     assert value(text, "orders_received_messages_total", handler="orders.place") >= 2
     assert value(text, "orders_received_messages_total", handler="orders.get") == before_get + 1
+    assert (
+        value(text, "orders_received_messages_total", handler="orders.action") == before_action + 1
+    )
+    action = {"handler": "orders.action", "app_name": "orders", "broker": "rabbitmq"}
+    assert value(text, "orders_received_processed_messages_total", status="acked", **action) >= 1
+    assert value(text, "orders_received_processed_messages_duration_seconds_count", **action) >= 1
+    assert value(text, "orders_received_messages_size_bytes_count", **action) >= 1
+    assert value(text, "orders_received_messages_in_process", **action) == 0
     assert (
         value(
             text,

@@ -105,21 +105,23 @@ async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused
 
     delivered_on = Channel()  # one channel: delivery tags 1, 2, 3, 4
 
-    class Message:
-        def __init__(self, message_id: str) -> None:
-            self.raw_message = action(message_id, delivered_on)
-            self.raw_message.delivery_tag = int(message_id)
-            self.raw_message.body = b'{"id": 8}'  # partition 0 of 8
+    def delivery(tag: int) -> Any:
+        raw = action(str(tag), delivered_on)
+        raw.delivery_tag = tag
+        raw.body = b'{"id": 8}'  # partition 0 of 8
 
-        async def ack(self) -> None:
-            acked.append(self.raw_message.message_id)
+        async def ack() -> None:
+            acked.append(raw.message_id)
+
+        raw.ack = ack
+        return raw
 
     async def opened() -> tuple[Any, Any]:
         return Channel(), exchange
 
     forwarding._open = opened  # type: ignore[method-assign]
-    messages = [Message(str(tag)) for tag in range(1, 5)]
-    await asyncio.gather(*(forwarding.route(cast(Any, m)) for m in reversed(messages)))
+    deliveries = [delivery(tag) for tag in range(1, 5)]
+    await asyncio.gather(*(forwarding.route(raw) for raw in reversed(deliveries)))
 
     confirmed = [message_id for _, message_id in exchange.published[2:]]
     assert [message_id for _, message_id in exchange.published[:2]] == ["1", "1"]
