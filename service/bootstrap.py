@@ -38,6 +38,11 @@ from service.topology import STREAM_RETENTION, Topology, is_stream
 
 log = logging.getLogger("service")
 
+ROLLUP_INTERVAL_SECONDS = 0.5
+"""How often the rollup applier takes pending deltas (and the published events of their
+orders, ORDERS_OUTBOX_SETTLE_SECONDS): a shorter round leaves published events in their
+outbox for less time, so fewer are published again after a crash."""
+
 STARTUP_WAIT_SECONDS = 120.0
 
 
@@ -108,7 +113,9 @@ async def open_core(
         core = Core(store, relay, orders, db)
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
-            asyncio.create_task(applier.run(interval=1.0), name="rollup-applier"),
+            asyncio.create_task(
+                applier.run(interval=ROLLUP_INTERVAL_SECONDS), name="rollup-applier"
+            ),
             asyncio.create_task(run_backfill(db), name="search-texts-backfill"),
         ]
         try:

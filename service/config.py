@@ -109,9 +109,9 @@ class Settings(BaseSettings):
         default=5.0, description="Age of an outbox entry before the sweep publishes it."
     )
     outbox_settle_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=1.5,
+        default=1.0,
         description="How long a published event stays in its order's outbox for the rollup "
-        "applier (which runs every second) to remove it in the write it makes anyway; then "
+        "applier (which runs every half second) to remove it in the write it makes anyway; then "
         "the relay removes it. 0: at once, one more write per change.",
     )
     retry_delays_ms: tuple[Annotated[int, Field(ge=1, le=86_400_000)], ...] = Field(
