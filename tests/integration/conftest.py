@@ -61,8 +61,8 @@ def relay(db: AsyncDatabase[Document], publisher: RecordingPublisher) -> OutboxR
     return OutboxRelay(db, publisher, sweep_seconds=0.05, grace_seconds=0)
 
 
-@pytest.fixture
-def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
+def order_service(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
+    """The use cases over the store of `db`, their events through `relay`."""
     return OrderService(
         OrderStore(db),
         OrderQueries(db, cursors=CURSORS),
@@ -70,6 +70,11 @@ def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
         relay,
         default_currency="EUR",
     )
+
+
+@pytest.fixture
+def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
+    return order_service(db, relay)
 
 
 @pytest.fixture

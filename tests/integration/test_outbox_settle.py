@@ -8,6 +8,7 @@ import asyncio
 import json
 from datetime import timedelta
 
+import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -15,29 +16,28 @@ from schemas.commands import UpdateMetadata, UpdateStatus
 from service.application.delivery import Delivery
 from service.application.usecases import OrderService
 from service.store.client import ORDERS, Document
-from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay, PublishedEvents
-from service.store.queries import OrderQueries
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
 from service.store.rollups.schema import ensure_rollup_indexes
-from service.store.stats import OrderStats
 from tests.e2e.waiting import eventually
-from tests.integration.builders import CURSORS, place_order
-from tests.integration.conftest import RecordingPublisher
+from tests.integration.builders import place_order
+from tests.integration.conftest import RecordingPublisher, order_service
 
 NO_DELIVERY = Delivery()
 WITH_OUTBOX = {"outbox.0": {"$exists": True}}
 
 
-def _service(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
-    return OrderService(
-        OrderStore(db),
-        OrderQueries(db, cursors=CURSORS),
-        OrderStats(db),
-        relay,
-        default_currency="EUR",
-    )
+@pytest.fixture
+async def settling(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> tuple[OutboxRelay, OrderService]:
+    """Built rollups, and a relay that leaves published events for the applier (for a
+    minute: only an applier removes them in a test)."""
+    await ensure_rollup_indexes(db, "EUR")
+    await ensure_rollups(db, "EUR")
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
+    return relay, order_service(db, relay)
 
 
 async def _orders_updated(client: AsyncMongoClient[Document]) -> int:
@@ -46,12 +46,12 @@ async def _orders_updated(client: AsyncMongoClient[Document]) -> int:
 
 
 async def test_the_applier_removes_published_events_in_the_write_that_takes_the_deltas(
-    db: AsyncDatabase[Document], client: AsyncMongoClient[Document], publisher: RecordingPublisher
+    db: AsyncDatabase[Document],
+    client: AsyncMongoClient[Document],
+    publisher: RecordingPublisher,
+    settling: tuple[OutboxRelay, OrderService],
 ) -> None:
-    await ensure_rollup_indexes(db, "EUR")
-    await ensure_rollups(db, "EUR")
-    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
-    orders = _service(db, relay)
+    relay, orders = settling
     placed = await asyncio.gather(*(orders.place(place_order(), NO_DELIVERY) for _ in range(20)))
     assert len(publisher.published) == 20
     assert await db[ORDERS].count_documents(WITH_OUTBOX) == 20  # published, not yet removed
@@ -77,7 +77,7 @@ async def test_published_events_the_applier_does_not_take_are_removed_by_the_rel
     db: AsyncDatabase[Document], publisher: RecordingPublisher
 ) -> None:
     relay = OutboxRelay(db, publisher, sweep_seconds=0.05, grace_seconds=0, settle_seconds=0.2)
-    orders = _service(db, relay)
+    orders = order_service(db, relay)
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     # No status change: no rollup delta, so no applier write of this order.
     await orders.act(
@@ -107,7 +107,7 @@ async def test_a_later_change_does_not_publish_the_events_already_published_agai
     db: AsyncDatabase[Document], publisher: RecordingPublisher
 ) -> None:
     relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
-    orders = _service(db, relay)
+    orders = order_service(db, relay)
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     for status in ("processing", "confirmed"):
         await orders.act(
@@ -143,12 +143,11 @@ def test_published_events_come_due_in_the_order_they_were_published() -> None:
 
 
 async def test_the_applier_leaves_orders_being_written_for_its_next_round(
-    db: AsyncDatabase[Document], client: AsyncMongoClient[Document], publisher: RecordingPublisher
+    db: AsyncDatabase[Document],
+    client: AsyncMongoClient[Document],
+    settling: tuple[OutboxRelay, OrderService],
 ) -> None:
-    await ensure_rollup_indexes(db, "EUR")
-    await ensure_rollups(db, "EUR")
-    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=60)
-    orders = _service(db, relay)
+    relay, orders = settling
     first, second = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(2)]
     applier = RollupApplier(client, db, currency="EUR", published=relay.published)
     with relay.writing([second.id]):  # its write and publishing are under way
