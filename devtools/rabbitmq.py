@@ -8,6 +8,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import socket
@@ -15,7 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5672
@@ -92,6 +96,19 @@ def delete_vhost(name: str) -> None:
     except RabbitMQError as exc:
         if _NO_SUCH_VHOST not in str(exc):
             raise
+
+
+@contextlib.contextmanager
+def scratch_vhost(prefix: str) -> Iterator[str]:
+    """The AMQP URL of a fresh vhost `<prefix>-<hex>` on the local RabbitMQ (started if
+    down), deleted on exit."""
+    ensure_running()
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_vhost(vhost)
+    try:
+        yield f"amqp://guest:guest@{DEFAULT_HOST}:{DEFAULT_PORT}/{quote(vhost, safe='')}"
+    finally:
+        delete_vhost(vhost)
 
 
 def import_definitions(path: Path) -> None:

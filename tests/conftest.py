@@ -7,9 +7,7 @@ Nothing here imports ``service``: the e2e tests must stay black-box.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
-from urllib.parse import quote
 
 import pytest
 
@@ -63,13 +61,5 @@ def private_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """AMQP URL of a fresh vhost on the local RabbitMQ, deleted after the session."""
-    rabbitmq.ensure_running()
-    vhost = f"orders-test-{uuid.uuid4().hex[:8]}"
-    rabbitmq.create_vhost(vhost)
-    try:
-        yield (
-            f"amqp://guest:guest@{rabbitmq.DEFAULT_HOST}:{rabbitmq.DEFAULT_PORT}/"
-            f"{quote(vhost, safe='')}"
-        )
-    finally:
-        rabbitmq.delete_vhost(vhost)
+    with rabbitmq.scratch_vhost("orders-test") as url:
+        yield url

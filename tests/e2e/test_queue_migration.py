@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import aio_pika
 import pytest
@@ -46,16 +45,8 @@ QUORUM: FieldTable = {"x-queue-type": "quorum"}
 
 @pytest.fixture
 def legacy_url() -> Iterator[str]:
-    rabbitmq.ensure_running()
-    vhost = f"orders-legacy-{uuid.uuid4().hex[:8]}"
-    rabbitmq.create_vhost(vhost)
-    try:
-        yield (
-            f"amqp://guest:guest@{rabbitmq.DEFAULT_HOST}:{rabbitmq.DEFAULT_PORT}/"
-            f"{quote(vhost, safe='')}"
-        )
-    finally:
-        rabbitmq.delete_vhost(vhost)
+    with rabbitmq.scratch_vhost("orders-legacy") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

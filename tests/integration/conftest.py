@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -81,13 +80,5 @@ def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
 def vhost_url() -> Iterator[str]:
     """AMQP URL of a vhost of this test's own on the local RabbitMQ (its queues may be
     declared with any arguments), deleted afterwards."""
-    rabbitmq.ensure_running()
-    vhost = f"orders-it-{uuid.uuid4().hex[:8]}"
-    rabbitmq.create_vhost(vhost)
-    try:
-        yield (
-            f"amqp://guest:guest@{rabbitmq.DEFAULT_HOST}:{rabbitmq.DEFAULT_PORT}/"
-            f"{quote(vhost, safe='')}"
-        )
-    finally:
-        rabbitmq.delete_vhost(vhost)
+    with rabbitmq.scratch_vhost("orders-it") as url:
+        yield url
