@@ -32,9 +32,11 @@ from service.worker.delivery import Courier
 from service.worker.orders import action_intake, order_router
 from service.worker.partitions import (
     ActionRouter,
+    Barriers,
     MembershipLoop,
     Ownership,
     PartitionConsumers,
+    Solo,
     new_worker_id,
 )
 from service.worker.watchdog import ConsumerWatchdog
@@ -113,6 +115,9 @@ class Worker:
         )
         self.courier = Courier(self.broker, settings, self.names, metrics)
         self.handlers = OrderHandlers()
+        lease = 3 * settings.membership_seconds
+        self.ownership = Ownership(new_worker_id(), self.names.partitions, lease_seconds=lease)
+        barriers = Barriers()
         self.actions = ActionRouter(
             self.names,
             self.courier,
@@ -122,6 +127,7 @@ class Worker:
             transient_retry_seconds=settings.transient_retry_seconds,
             prefetch=settings.prefetch,
             metrics=metrics.intake,
+            solo=Solo(self.ownership, barriers, metrics),
         )
         self.broker.include_router(order_router(self.handlers, self.courier, self.names))
         # Never started: it carries `orders.action`'s subscriber for the document only.
@@ -129,8 +135,6 @@ class Worker:
         self.intake_document.include_router(
             action_intake(self.actions, self.names, prefetch=settings.prefetch)
         )
-        lease = 3 * settings.membership_seconds
-        self.ownership = Ownership(new_worker_id(), self.names.partitions, lease_seconds=lease)
         self.partitions = PartitionConsumers(
             self.names,
             self.courier,
@@ -139,6 +143,7 @@ class Worker:
             metrics,
             prefetch=max(2, -(-settings.prefetch // self.names.partitions)),
             grace_seconds=settings.shutdown_seconds / 2,
+            barriers=barriers,
         )
         self.membership: MembershipLoop | None = None
         self.watchdog = ConsumerWatchdog(self.broker, [self.actions])

@@ -156,8 +156,9 @@ class ServiceMetrics:
         )
         self.partition_actions = Counter(
             "partition_actions",
-            "Actions this worker took from each action partition queue and carried through "
-            "(applied, refused or dead-lettered).",
+            "Actions of each action partition that this worker carried through (applied, "
+            "refused or dead-lettered): taken from the partition's queue, or, while it is "
+            "the only live worker, straight from orders.action.",
             ["partition"],
             namespace=PREFIX,
             registry=registry,
@@ -166,6 +167,14 @@ class ServiceMetrics:
             "partition_handovers",
             "Times this worker handed an action partition to the worker that owns it.",
             ["partition"],
+            namespace=PREFIX,
+            registry=registry,
+        )
+        self.action_routing_direct = Gauge(
+            "action_routing_direct",
+            "1 while this worker's action router applies actions itself (it is the only live "
+            "worker, and nothing it forwarded is on its way), 0 while it forwards them to the "
+            "partition queues.",
             namespace=PREFIX,
             registry=registry,
         )
@@ -189,6 +198,9 @@ class ServiceMetrics:
 
     def partition_action(self, partition: int) -> None:
         self.partition_actions.labels(partition=str(partition)).inc()
+
+    def action_routing(self, *, direct: bool) -> None:
+        self.action_routing_direct.set(1 if direct else 0)
 
     def partition_handover(self, partition: int) -> None:
         self.partition_handovers.labels(partition=str(partition)).inc()

@@ -49,11 +49,31 @@ class Admission:
             await self.sequencing.gate.admit(channel, tag)
         except (Draining, Abandoned):
             return None
+        return self.admitted(channel)
+
+    def admitted(self, channel: Any) -> Turn:
+        """The turn of an ordered delivery that its caller admitted in order itself (the
+        action router, applying actions in its own delivery order: service/worker/
+        partitions.py); taken synchronously, so the order of calls is the order of turns."""
         self._ordered_in_flight += 1
         self._ordered_idle.clear()
         turn = self.sequencing.turn()
         self._channels[id(turn)] = channel
         return turn
+
+    async def admit_in_order(self, channel: Any, tag: int) -> bool:
+        """Return True once every earlier delivery of `channel` was admitted (and so counts
+        as in flight), without taking a turn; False when the channel closed or the worker
+        is shutting down."""
+        try:
+            await self.sequencing.gate.admit(channel, tag)
+        except (Draining, Abandoned):
+            return False
+        return True
+
+    async def idle(self) -> None:
+        """Return when no admitted ordered delivery is in flight."""
+        await self._ordered_idle.wait()
 
     async def in_turn(
         self, turn: Turn, body: dict[str, Any], work: Callable[[], Awaitable[T]]

@@ -111,10 +111,12 @@ class Courier:
         allow_empty: bool = False,
         ordered: bool = False,
         routing_key: str | None = None,
+        admitted: Turn | None = None,
     ) -> bool:
         """Run one delivery through `work`; `ordered` keeps per-order delivery order.
         `routing_key` names the message's key where the delivery's own is not it (an action
-        from its partition queue). False when the delivery was left unacked, to be
+        from its partition queue). `admitted`: an ordered delivery's turn, when its caller
+        admitted it in order itself. False when the delivery was left unacked, to be
         requeued in its place (the worker is handing its channel over)."""
         raw = message.raw_message
         routing_key = routing_key or original_routing_key(raw.routing_key or "")
@@ -127,7 +129,9 @@ class Courier:
                 async with self.admission.hold(len(message.body)):
                     await self._serve(message, work, routing_key, allow_empty=allow_empty)
                 return True
-            turn = await self.admission.admit_ordered(channel_of(raw), raw.delivery_tag or 0)
+            turn = admitted or await self.admission.admit_ordered(
+                channel_of(raw), raw.delivery_tag or 0
+            )
             if turn is None:
                 return False  # left unacked: requeued in its place when the channel closes
             try:

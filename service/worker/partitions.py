@@ -22,6 +22,15 @@ admitted actions finish, closes the partition's channel (RabbitMQ requeues the r
 order, and activates the next waiting consumer) and consumes it again at the back of the
 line. A partition is handed over at most once per cool-down, so a worker that has just died
 (its entry not yet aged out) costs at most one such round.
+
+While the router's worker is the only live one, the hop through the partitions buys
+nothing: the router applies each action itself, in its turn, as the partition consumers
+would (`ActionRouter._decide`). It goes there only once nothing it forwarded is still on
+its way: it sends a barrier through every partition, after the copies already forwarded,
+and waits until its own partition consumers have passed every barrier and finished what
+came before them. A barrier that another worker's consumer receives (one still holding a
+partition) never comes back, and the router keeps forwarding. When a second worker appears,
+the router lets the actions it is applying finish before it forwards the next one.
 """
 
 from __future__ import annotations
@@ -55,12 +64,19 @@ from service.metrics import ConsumeMetrics, ServiceMetrics
 from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
 from service.worker.delivery import Courier, Work, channel_of
-from service.worker.sequencing import Abandoned, DeliveryGate, Draining
+from service.worker.sequencing import Abandoned, DeliveryGate, Draining, Turn
 
 log = logging.getLogger(__name__)
 
 OrderIdLookup = Callable[[int], Awaitable[int | None]]
 KNOWN_ORDER_NUMBERS = 100_000
+BARRIER_HEADER = "x-orders-barrier"
+"""Marks a partition message that carries no action: the router's barrier."""
+BARRIER_SECONDS = 2.0
+"""How long the router waits for its barriers and what came before them."""
+DIRECT_RETRY_SECONDS = 10.0
+"""After barriers that did not come back, how long the router forwards before it tries
+again."""
 HANDOVER_COOLDOWN_SECONDS = 10.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
 FORWARD_RETRY_FIRST_PAUSE = 0.1
@@ -106,6 +122,7 @@ class ActionRouter:
         transient_retry_seconds: float,
         prefetch: int = 1,
         metrics: ConsumeMetrics | None = None,
+        solo: Solo | None = None,
     ) -> None:
         self._topology = topology
         self._courier = courier
@@ -126,6 +143,12 @@ class ActionRouter:
         self._opening = asyncio.Lock()
         self._tails: dict[int, asyncio.Future[None]] = {}
         """Per partition, the future of the last copy admitted to it."""
+        self._solo = solo
+        self._deciding = asyncio.Lock()
+        """Held while an admitted action is given its way (first come first served)."""
+        self.direct = False
+        """Whether actions are applied here rather than forwarded."""
+        self._next_try = 0.0
 
     async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
         """A channel of its own, with publisher confirms, for the forwarded copies."""
@@ -206,13 +229,26 @@ class ActionRouter:
         if key is None:  # names no order: refused at once, wherever it stood
             await self._courier.serve(delivered(raw), self._act, routing_key=ACTION)
             return
-        # Each partition's copies are published one after another, in admission order: a
-        # copy waits until the one before it (in its partition) is confirmed, so a copy the
-        # broker refuses and that is published again can never be overtaken.
         partition = partition_of(key, self._topology.partitions)
-        previous = self._tails.get(partition)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[partition] = mine
+        # Each action's way is decided in admission order (an uncontended lock is taken
+        # without a pause, a contended one first come first served).
+        async with self._deciding:
+            if self.gate.closed:
+                return  # shutting down: left unacked, requeued in its place
+            if await self._decide(exchange):
+                turn = self._courier.admission.admitted(channel_of(raw))
+            else:
+                # Each partition's copies are published one after another, in admission
+                # order: a copy waits until the one before it (in its partition) is
+                # confirmed, so a copy the broker refuses and that is published again can
+                # never be overtaken.
+                turn = None
+                previous = self._tails.get(partition)
+                mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._tails[partition] = mine
+        if turn is not None:
+            await self._apply(raw, turn, partition)
+            return
         try:
             if previous is not None:
                 await asyncio.shield(previous)
@@ -227,6 +263,58 @@ class ActionRouter:
                 del self._tails[partition]
         if forwarded:
             await raw.ack()
+
+    async def _apply(self, raw: AbstractIncomingMessage, turn: Turn, partition: int) -> None:
+        """Apply an action here, in its turn, as its partition's consumer would."""
+        applied = await self._courier.serve(
+            delivered(raw), self._act, ordered=True, routing_key=ACTION, admitted=turn
+        )
+        if applied and self._solo is not None:
+            self._solo.applied(partition)
+
+    async def _decide(self, exchange: AbstractExchange) -> bool:
+        """Whether the next action is applied here: yes while this worker is the only live
+        one and nothing it forwarded is still on its way. Called in admission order."""
+        solo = self._solo
+        if solo is None:
+            return False
+        alone = solo.alone()
+        if self.direct and alone is False:  # another worker joined
+            await self._courier.admission.idle()  # the actions applied here finish first
+            self.direct = False
+            solo.switched(direct=False)
+        elif not self.direct and alone and time.monotonic() >= self._next_try:
+            self.direct = await self._quiesce(exchange, solo.barriers)
+            if self.direct:
+                solo.switched(direct=True)
+            else:
+                self._next_try = time.monotonic() + DIRECT_RETRY_SECONDS
+        return self.direct
+
+    async def _quiesce(self, exchange: AbstractExchange, barriers: Barriers) -> bool:
+        """Send a barrier through every partition, after the copies already forwarded, and
+        wait until this worker's partition consumers passed every one of them and finished
+        what they admitted before. False when that does not happen in time: a barrier went
+        to another worker's consumer, or the broker did not take it."""
+        for tail in list(self._tails.values()):
+            await asyncio.shield(tail)  # the copies already admitted go out first
+        token = uuid.uuid4().hex
+        passed = barriers.expect(token, self._topology.partitions)
+        try:
+            for partition in range(self._topology.partitions):
+                await exchange.publish(
+                    aio_pika.Message(b"", headers={BARRIER_HEADER: token}),
+                    routing_key=str(partition),
+                )
+            async with asyncio.timeout(BARRIER_SECONDS):
+                await passed
+                await self._courier.admission.idle()
+        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            log.info("still forwarding actions: barriers did not pass (%s)", type(exc).__name__)
+            return False
+        finally:
+            barriers.forget(token)
+        return True
 
     async def _forward(
         self,
@@ -341,6 +429,13 @@ class Ownership:
         self._owners = [peers[n % len(peers)] for n in range(self.partitions)]
         self._fresh_until = self._clock() + self._lease
 
+    def alone(self) -> bool | None:
+        """Whether this worker owns every partition, or None when the last view is too old
+        to tell."""
+        if not self._owners or self._clock() > self._fresh_until:
+            return None
+        return all(owner == self.worker_id for owner in self._owners)
+
     def owner(self, partition: int) -> str | None:
         """The partition's owner, or None when the last view is too old to act on."""
         if not self._owners or self._clock() > self._fresh_until:
@@ -365,6 +460,59 @@ class Ownership:
         return True
 
 
+class Barriers:
+    """The router's barriers on their way through the partitions: each round waits until
+    this worker's consumers passed one in every partition."""
+
+    def __init__(self) -> None:
+        self._rounds: dict[str, tuple[set[int], asyncio.Future[None]]] = {}
+
+    def expect(self, token: str, partitions: int) -> asyncio.Future[None]:
+        passed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rounds[token] = (set(range(partitions)), passed)
+        return passed
+
+    def passed(self, token: str, partition: int) -> None:
+        round = self._rounds.get(token)
+        if round is None:  # given up on
+            return
+        left, done = round
+        left.discard(partition)
+        if not left and not done.done():
+            done.set_result(None)
+
+    def forget(self, token: str) -> None:
+        self._rounds.pop(token, None)
+
+
+class Solo:
+    """What the router needs to apply actions itself while its worker is the only live
+    one: the ownership, the barriers, and the metrics it keeps meanwhile."""
+
+    def __init__(
+        self, ownership: Ownership, barriers: Barriers, metrics: ServiceMetrics | None = None
+    ) -> None:
+        self.ownership = ownership
+        self.barriers = barriers
+        self._metrics = metrics
+
+    def alone(self) -> bool | None:
+        return self.ownership.alone()
+
+    def applied(self, partition: int) -> None:
+        """An action of `partition` applied by the router: counted as the partition's."""
+        if self._metrics is not None:
+            self._metrics.partition_action(partition)
+
+    def switched(self, *, direct: bool) -> None:
+        if direct:
+            log.info("the only live worker: applying actions without the partition hop")
+        else:
+            log.info("another worker is live: forwarding actions to the partitions")
+        if self._metrics is not None:
+            self._metrics.action_routing(direct=direct)
+
+
 class PartitionConsumers:
     """This worker's consumers of every partition queue, one channel each."""
 
@@ -378,11 +526,13 @@ class PartitionConsumers:
         *,
         prefetch: int,
         grace_seconds: float,
+        barriers: Barriers | None = None,
     ) -> None:
         self._topology = topology
         self._courier = courier
         self._act = act
         self.ownership = ownership
+        self._barriers = barriers
         self._metrics = metrics
         self._prefetch = prefetch
         self._grace = grace_seconds
@@ -410,6 +560,10 @@ class PartitionConsumers:
         self._channels[partition] = channel
 
     async def _deliver(self, partition: int, raw: IncomingMessage) -> None:
+        token = (raw.headers or {}).get(BARRIER_HEADER)
+        if token is not None:
+            await self._pass_barrier(partition, raw, token)
+            return
         if self.ownership.should_hand_over(partition):
             task = asyncio.create_task(self.hand_over(partition), name=f"hand-over-{partition}")
             self._handovers.add(task)
@@ -423,6 +577,18 @@ class PartitionConsumers:
             return
         if applied:
             self._metrics.partition_action(partition)
+
+    async def _pass_barrier(self, partition: int, raw: IncomingMessage, token: Any) -> None:
+        """A router's barrier: passed once every earlier delivery of its channel was
+        admitted (and so counts as in flight until it is done); acked, nothing applied. One
+        from another worker's router, or given up on, is only acked."""
+        if not await self._courier.admission.admit_in_order(channel_of(raw), raw.delivery_tag or 0):
+            return  # left unacked: requeued in its place when the channel closes
+        with contextlib.suppress(Exception):
+            await raw.ack()
+        if self._barriers is not None:
+            text = token.decode(errors="replace") if isinstance(token, bytes) else str(token)
+            self._barriers.passed(text, partition)
 
     async def missing(self) -> list[str]:
         """Partition queues this worker does not consume right now (readiness)."""

@@ -52,6 +52,11 @@ class DeliveryGate:
         self._channels: weakref.WeakKeyDictionary[object, _Channel] = weakref.WeakKeyDictionary()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """Whether the gate admits nothing more (shutting down)."""
+        return self._closed
+
     def close(self) -> None:
         """Admit nothing more (shutting down): waiting and later deliveries get `Draining`."""
         self._closed = True

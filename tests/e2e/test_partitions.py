@@ -1,6 +1,7 @@
 """Actions shared out among workers by order (service/worker/partitions.py): every worker
 applies its share, a worker that joins takes its share, a killed worker's share moves to
-the others, and each order's actions are still applied in the order published."""
+the others, a worker alone applies actions without the partition hop, and each order's
+actions are still applied in the order published, across every change."""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ async def applied(http: aiohttp.ClientSession, worker: Worker) -> float:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "orders_partition_actions_total"
+    )
+
+
+async def direct(http: aiohttp.ClientSession, worker: Worker) -> bool:
+    """Whether this worker's router applies actions itself (its /metrics)."""
+    async with http.get(f"{worker.http_url}/metrics") as response:
+        text = await response.text()
+    return any(
+        sample.value == 1
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "orders_action_routing_direct"
     )
 
 
@@ -89,11 +102,12 @@ async def test_workers_share_the_actions_and_a_killed_workers_share_moves(
                 timeout=120,
             )
 
-        # One worker alone applies every action.
+        # One worker alone applies every action, without the partition hop.
         alone = [await place(client, simple_order(customer)) for _ in range(16)]
         await act_on_all(client, alone)
         assert_in_order(await changes_of(alone), alone)
         await counted(http, [first], len(alone) * len(CHAIN))
+        assert await direct(http, first)
 
         # A second worker joins: once it is among the live workers, it takes its share.
         second = launcher.start(database, FAST_MEMBERSHIP)
@@ -109,6 +123,7 @@ async def test_workers_share_the_actions_and_a_killed_workers_share_moves(
         shares = [b - a for a, b in zip(before, after, strict=True)]
         assert sum(shares) == len(shared) * len(CHAIN)
         assert min(shares) >= 0.3 * sum(shares), shares
+        assert not await direct(http, first)
 
         # The first worker is killed mid-flow: its partitions move to the second, nothing is
         # lost and every order's chain is still applied in order.
@@ -128,6 +143,8 @@ async def test_workers_share_the_actions_and_a_killed_workers_share_moves(
         assert_in_order(await changes_of(final), final)
         # (at least: a redelivered copy of an action the killed worker had applied counts too)
         await counted(http, [second], before_alone + len(final) * len(CHAIN), at_least=True)
+        # ... and once alone, without the partition hop.
+        await eventually(lambda: direct(http, second), timeout=30, what="second applies alone")
         assert events.matching(lambda e: e.routing_key == "order.command_rejected") == []
     finally:
         await events.stop()
