@@ -19,6 +19,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from schemas.queries import ListOrders, OrderFilters
@@ -258,3 +259,26 @@ class World:
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(event.payload) for event in self.relay.published]
+
+
+def incoming(message_id: str, channel: Any, **fields: Any) -> Any:
+    """A raw delivery as aio-pika hands it over (the properties the action router and the
+    courier read), on `channel`; `fields` add to or replace them (`body`, `delivery_tag`)."""
+    return SimpleNamespace(
+        **{
+            "body": b"{}",
+            "headers": {},
+            "content_type": "application/json",
+            "content_encoding": None,
+            "priority": None,
+            "correlation_id": "c",
+            "reply_to": None,
+            "expiration": None,
+            "message_id": message_id,
+            "timestamp": None,
+            "type": None,
+            "app_id": None,
+            "channel": channel,
+            **fields,
+        }
+    )

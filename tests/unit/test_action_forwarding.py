@@ -6,7 +6,6 @@ delivery channel closed is not published (its redelivered self is)."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any, cast
 
 import aio_pika
@@ -17,6 +16,7 @@ from service.config import Settings
 from service.topology import topology
 from service.worker import partitions
 from service.worker.partitions import ActionRouter
+from tests.unit.fakes import incoming
 
 
 class Channel:
@@ -56,21 +56,7 @@ def router() -> ActionRouter:
 
 
 def action(message_id: str, channel: Channel) -> Any:
-    return SimpleNamespace(
-        body=b"{}",
-        headers={},
-        content_type="application/json",
-        content_encoding=None,
-        priority=None,
-        correlation_id="c",
-        reply_to=None,
-        expiration=None,
-        message_id=message_id,
-        timestamp=None,
-        type=None,
-        app_id=None,
-        channel=channel,
-    )
+    return incoming(message_id, channel)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ worker appears, after the actions it was applying have finished."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any, cast
 
 import aio_pika
@@ -19,6 +18,7 @@ from service.worker import partitions
 from service.worker.admission import Admission
 from service.worker.partitions import BARRIER_HEADER, ActionRouter, Barriers, Ownership, Solo
 from service.worker.sequencing import Turn
+from tests.unit.fakes import incoming
 
 PARTITIONS = topology(Settings()).partitions
 
@@ -102,20 +102,10 @@ class Setup:
 
     def action(self, order: int) -> Any:
         self.tag += 1
-        raw = SimpleNamespace(
+        raw = incoming(
+            f"a{self.tag}",
+            self.channel,
             body=f'{{"id": {order}}}'.encode(),
-            headers={},
-            content_type="application/json",
-            content_encoding=None,
-            priority=None,
-            correlation_id="c",
-            reply_to=None,
-            expiration=None,
-            message_id=f"a{self.tag}",
-            timestamp=None,
-            type=None,
-            app_id=None,
-            channel=self.channel,
             delivery_tag=self.tag,
             routing_key="orders.action",
         )
