@@ -7,8 +7,8 @@ queue has a single active consumer): it names the action's order (its `id`, or i
 acking each action once its copy is confirmed. A message that names no order (a bad body,
 undecodable properties) cannot be applied, so its order does not matter: the courier
 refuses it at once. The router consumes `orders.action` itself, as a plain aio-pika
-consumer like the partitions' (the document shows it as a subscriber: service/worker/
-orders.py): a FastStream subscriber's per-message machinery cost more than the routing.
+consumer (service/worker/consumers.py) like the partitions': a FastStream subscriber's
+per-message machinery cost more than the routing.
 
 Each partition queue has a single active consumer too, and every worker consumes every
 partition: when the active worker of a partition goes away, RabbitMQ hands the partition
@@ -37,7 +37,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 from aio_pika import IncomingMessage
@@ -47,13 +47,13 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from faststream.rabbit.message import RabbitMessage
 
 from service.amqp_decoding import republishable, undecodable
 from service.application.retries import TransientExhausted, with_retries
 from service.metrics import ConsumeMetrics, ServiceMetrics
 from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
+from service.worker.consumers import QueueConsumer, delivered
 from service.worker.delivery import Courier, Work, channel_of
 from service.worker.sequencing import Abandoned, DeliveryGate, Draining
 
@@ -73,19 +73,6 @@ def partition_of(key: Hashable, partitions: int) -> int:
     if isinstance(key, int):
         return key % partitions
     return zlib.crc32(repr(key).encode()) % partitions
-
-
-def delivered(raw: AbstractIncomingMessage) -> RabbitMessage:
-    """A raw delivery as the courier takes it (aio-pika's consumers get `IncomingMessage`s)."""
-    return RabbitMessage(
-        body=raw.body,
-        headers=raw.headers,
-        reply_to=raw.reply_to or "",
-        content_type=raw.content_type,
-        message_id=raw.message_id or "",
-        correlation_id=raw.correlation_id or "",
-        raw_message=cast(IncomingMessage, raw),
-    )
 
 
 def new_worker_id() -> str:
@@ -112,11 +99,19 @@ class ActionRouter:
         self._act = act
         self._max_bytes = max_message_bytes
         self._retry_seconds = transient_retry_seconds
-        self._prefetch = prefetch
-        self._metrics = metrics
-        self.queue = topology.queue(ACTION).name
-        self._intake: AbstractRobustChannel | None = None
-        """The channel `orders.action` is consumed on."""
+        self.intake = QueueConsumer(
+            topology.queue(ACTION).name,
+            self.route,
+            connection,
+            prefetch=prefetch,
+            metrics=metrics,
+        )
+        """The consumer of `orders.action`, on a channel of its own: its delivery tags number
+        the actions alone, which is what keeps them in order on their way to the partitions.
+        Its single active consumer is the queue's own argument (service/topology.py); on
+        shutdown or a restart its channel is closed without cancelling, so RabbitMQ requeues
+        the actions held, in their place, before the next active consumer takes over. An
+        action whose routing failed is left unacked, to come back in its place so."""
         self.gate = DeliveryGate()
         self.lookup: OrderIdLookup | None = None
         self._ids: dict[int, int] = {}
@@ -140,57 +135,6 @@ class ActionRouter:
                 )
                 self._channel = channel
             return self._channel, self._exchange
-
-    async def start(self, connection: AbstractRobustConnection) -> None:
-        """Consume `orders.action` on a channel of its own: its delivery tags number the
-        actions alone, which is what keeps them in order on their way to the partitions.
-        The queue is declared (passively) through the robust channel, so that its consumer
-        comes back after a reconnection; a queue taken with get_queue(ensure=False) would
-        not. Its single active consumer is the queue's own argument (service/topology.py)."""
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.declare_queue(self.queue, passive=True)
-        await queue.consume(self._deliver)
-        self._intake = channel
-
-    async def attached(self) -> bool:
-        """Whether the consumer of `orders.action` is registered on an open channel."""
-        try:
-            underlay = None if self._intake is None else await self._intake.get_underlay_channel()
-        except Exception:  # closed, or reconnecting
-            return False
-        return (
-            underlay is not None
-            and not underlay.is_closed
-            and bool(getattr(underlay, "consumers", None))
-        )
-
-    async def restart(self) -> None:
-        """Consume again on a new channel (the consumer was lost): closing the old one hands
-        back what it held, in its place."""
-        connection = self._connection()
-        if connection is None:
-            raise RuntimeError("the broker is not connected")
-        await self.close()
-        await self.start(connection)
-
-    async def close(self) -> None:
-        """Close the channel without cancelling the consumer first: RabbitMQ requeues the
-        actions this worker still held, in their place, before the next single active
-        consumer takes over."""
-        channel, self._intake = self._intake, None
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await channel.close()
-
-    async def _deliver(self, raw: AbstractIncomingMessage) -> None:
-        try:
-            if self._metrics is None:
-                await self.route(raw)
-            else:
-                await self._metrics.consume(raw, self.route(raw))
-        except Exception:  # left unacked: redelivered in its place when the channel closes
-            log.exception("could not route an action")
 
     async def route(self, raw: AbstractIncomingMessage) -> None:
         channel, exchange = await self._open()
