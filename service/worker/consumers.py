@@ -1,13 +1,13 @@
-"""Queues the worker consumes itself, with plain aio-pika consumers: `orders.place` and the
-action intake `orders.action`.
+"""Queues the worker consumes itself, with plain aio-pika consumers: `orders.place`, the
+action intake `orders.action` and the action partitions (service/worker/partitions.py).
 
 FastStream's per-message path (its parser, fast_depends, the logging, acknowledgement and
-Prometheus middlewares) cost about as much CPU as placing the order itself, so the two
-busiest queues skip it: each delivery goes straight to its handler, which hands it to the
-courier (service/worker/delivery.py) as the subscribers do. The document still shows them as
-subscribers (service/worker/orders.py, `intake_document`), the watchdog and readiness check
-them (`OwnConsumer`, service/worker/watchdog.py) and `ConsumeMetrics` keeps FastStream's
-`received_*` series for them.
+Prometheus middlewares) cost about as much CPU as placing the order itself, so the busiest
+queues skip it: each delivery goes straight to its handler, which hands it to the courier
+(service/worker/delivery.py) as the subscribers do. Readiness checks every one of them;
+`orders.place` and `orders.action` the document still shows as subscribers
+(service/worker/orders.py, `intake_document`), the watchdog restarts (`OwnConsumer`,
+service/worker/watchdog.py) and `ConsumeMetrics` counts in FastStream's `received_*` series.
 """
 
 from __future__ import annotations
@@ -83,6 +83,11 @@ class QueueConsumer:
         queue = await channel.declare_queue(self.queue, passive=True)
         self._consuming = (queue, await queue.consume(self._deliver))
         self._channel = channel
+
+    @property
+    def channel(self) -> AbstractRobustChannel | None:
+        """The channel it consumes on; None before it starts and once it is closed."""
+        return self._channel
 
     async def attached(self) -> bool:
         """Whether the consumer is registered on an open channel."""

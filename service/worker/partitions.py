@@ -40,7 +40,6 @@ from functools import partial
 from typing import Any
 
 import aio_pika
-from aio_pika import IncomingMessage
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -328,10 +327,17 @@ class PartitionConsumers:
         self._act = act
         self.ownership = ownership
         self._metrics = metrics
-        self._prefetch = prefetch
         self._grace = grace_seconds
         self._connection: AbstractRobustConnection | None = None
-        self._channels: dict[int, AbstractRobustChannel] = {}
+        self._consumers = [
+            QueueConsumer(
+                topology.partition_queue(partition).name,
+                partial(self._deliver, partition),
+                lambda: self._connection,
+                prefetch=prefetch,
+            )
+            for partition in range(topology.partitions)
+        ]
         self._handovers: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -343,48 +349,25 @@ class PartitionConsumers:
     async def _consume(self, partition: int) -> None:
         if self._connection is None or self._closing:
             return
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        # Declared (passively) through the robust channel, so that its consumer comes back
-        # after a reconnection; a queue taken with get_queue(ensure=False) would not.
-        queue = await channel.declare_queue(
-            self._topology.partition_queue(partition).name, passive=True
-        )
-        await queue.consume(partial(self._deliver, partition))
-        self._channels[partition] = channel
+        await self._consumers[partition].start(self._connection)
 
-    async def _deliver(self, partition: int, raw: IncomingMessage) -> None:
+    async def _deliver(self, partition: int, raw: AbstractIncomingMessage) -> None:
         if self.ownership.should_hand_over(partition):
             task = asyncio.create_task(self.hand_over(partition), name=f"hand-over-{partition}")
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
-        try:
-            applied = await self._courier.serve(
-                delivered(raw), self._act, ordered=True, routing_key=ACTION
-            )
-        except Exception:
-            log.exception("action on partition %d failed", partition)
-            return
-        if applied:
+        if await self._courier.serve(delivered(raw), self._act, ordered=True, routing_key=ACTION):
             self._metrics.partition_action(partition)
 
     async def missing(self) -> list[str]:
         """Partition queues this worker does not consume right now (readiness)."""
-        missing = []
-        for partition in range(self._topology.partitions):
-            channel = self._channels.get(partition)
-            try:
-                underlay = None if channel is None else await channel.get_underlay_channel()
-            except Exception:  # closed, or reconnecting
-                underlay = None
-            if underlay is None or underlay.is_closed or not getattr(underlay, "consumers", None):
-                missing.append(self._topology.partition_queue(partition).name)
-        return missing
+        return [consumer.queue for consumer in self._consumers if not await consumer.attached()]
 
     async def hand_over(self, partition: int) -> None:
         """Let the admitted actions of `partition` finish, close its channel (the rest go
         back, in order, to the next waiting worker) and join the line again."""
-        channel = self._channels.get(partition)
+        consumer = self._consumers[partition]
+        channel = consumer.channel
         if channel is None or channel.is_closed:
             return
         log.info("handing partition %d over to %s", partition, self.ownership.owner(partition))
@@ -392,8 +375,7 @@ class PartitionConsumers:
         with contextlib.suppress(Exception):
             underlay = await channel.get_underlay_channel()
             await self._courier.admission.drain_channel(underlay, self._grace)
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await consumer.close()
         while not self._closing:  # until it consumes again (the broker may be away)
             await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
             try:
@@ -409,9 +391,8 @@ class PartitionConsumers:
         self._closing = True
         for task in list(self._handovers):
             task.cancel()
-        for channel in self._channels.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
+        for consumer in self._consumers:
+            await consumer.close()
 
 
 class MembershipLoop:
