@@ -27,9 +27,10 @@ from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.membership import Membership
 from service.store.outbox import OutboxRelay
-from service.topology import topology
+from service.topology import PLACE, topology
+from service.worker.consumers import QueueConsumer
 from service.worker.delivery import Courier
-from service.worker.orders import action_intake, order_router
+from service.worker.orders import intake_document, order_router, placing
 from service.worker.partitions import (
     ActionRouter,
     Barriers,
@@ -66,16 +67,17 @@ def create_app(settings: Settings | None = None) -> FastStream:
         worker.broker,
         specification=catalogue(worker),
         lifespan=worker.lifespan,
-        after_startup=[worker.start_partitions, worker.start_watchdog],
-        on_shutdown=[worker.stop_watchdog, worker.hand_over_actions, worker.drain_outbox],
+        after_startup=[worker.start_consumers, worker.start_watchdog],
+        on_shutdown=[worker.stop_watchdog, worker.stop_consuming, worker.drain_outbox],
         after_shutdown=[worker.stop_background],
     )
 
 
 def catalogue(worker: Worker) -> AsyncAPI:
     """The AsyncAPI document of the worker: `make docs-gen` writes it to docs/asyncapi.json.
-    Its subscribers are the broker's and `orders.action`'s, which the worker consumes
-    without FastStream (`Worker.intake_document`); the brokers share one server."""
+    Its subscribers are the broker's and those of `orders.place` and `orders.action`, which
+    the worker consumes without FastStream (`Worker.intake_document`); the brokers share one
+    server."""
     return AsyncAPI(
         worker.broker,
         worker.intake_document,
@@ -86,8 +88,8 @@ def catalogue(worker: Worker) -> AsyncAPI:
 
 
 class EveryConsumer:
-    """The subscribers' consumers, the action intake's and the action partitions'
-    (readiness)."""
+    """The subscribers' consumers, the worker's own (`orders.place`, the action intake) and
+    the action partitions' (readiness)."""
 
     def __init__(self, watchdog: ConsumerWatchdog, partitions: PartitionConsumers) -> None:
         self._watchdog = watchdog
@@ -129,11 +131,20 @@ class Worker:
             metrics=metrics.intake,
             solo=Solo(self.ownership, barriers, metrics),
         )
+        place = placing(self.handlers, self.courier)
+        self.places = QueueConsumer(
+            self.names.queue(PLACE).name,
+            place,
+            lambda: self.broker._connection,
+            prefetch=settings.prefetch,
+            metrics=metrics.intake,
+        )
         self.broker.include_router(order_router(self.handlers, self.courier, self.names))
-        # Never started: it carries `orders.action`'s subscriber for the document only.
+        # Never started: it carries the subscribers of `orders.place` and `orders.action`
+        # for the document only.
         self.intake_document = rabbit_broker(url)
         self.intake_document.include_router(
-            action_intake(self.actions, self.names, prefetch=settings.prefetch)
+            intake_document(place, self.actions.route, self.names, prefetch=settings.prefetch)
         )
         self.partitions = PartitionConsumers(
             self.names,
@@ -146,7 +157,7 @@ class Worker:
             barriers=barriers,
         )
         self.membership: MembershipLoop | None = None
-        self.watchdog = ConsumerWatchdog(self.broker, [self.actions])
+        self.watchdog = ConsumerWatchdog(self.broker, [self.places, self.actions.intake])
         self.readiness = Readiness(EveryConsumer(self.watchdog, self.partitions))
         self.relay: OutboxRelay | None = None
         self.background: list[asyncio.Task[None]] = []
@@ -202,13 +213,15 @@ class Worker:
         finally:
             self.readiness.client = None
 
-    async def start_partitions(self) -> None:
-        """Consume every action partition and `orders.action`, then join the live workers:
-        from then on the others hand this worker its share (service/worker/partitions.py)."""
+    async def start_consumers(self) -> None:
+        """Consume every action partition, `orders.action` and `orders.place` (the broker's
+        subscribers consume already), then join the live workers: from then on the others
+        hand this worker its share (service/worker/partitions.py)."""
         connection = self.broker._connection
         assert connection is not None, "started after the broker"
         await self.partitions.start(connection)
-        await self.actions.start(connection)
+        await self.actions.intake.start(connection)
+        await self.places.start(connection)
         if self.membership is not None:
             self.background.append(
                 asyncio.create_task(self.membership.run(), name="worker-membership")
@@ -222,6 +235,14 @@ class Worker:
         self.readiness.phase = Phase.STOPPING
         await cancel([self.watchdog_task] if self.watchdog_task else [])
 
+    async def stop_consuming(self) -> None:
+        """On SIGTERM, while the broker can still publish (it stops the subscribers after
+        these hooks): the worker's own consumers stop, side by side. Places: no more are
+        taken and those in hand finish, then the channel closes (anything unacked is
+        requeued). Actions: handed over in order (`hand_over_actions`)."""
+        grace = self.settings.shutdown_seconds / 2
+        await asyncio.gather(self.places.stop(grace), self.hand_over_actions())
+
     async def hand_over_actions(self) -> None:
         """Route no more actions and let the admitted ones finish, then close the action
         channels (the routing one and every partition's) without cancelling the consumers:
@@ -233,7 +254,7 @@ class Worker:
         await self.partitions.close()
         if self.membership is not None:
             await self.membership.leave()
-        await self.actions.close()
+        await self.actions.intake.close()
 
     async def drain_outbox(self) -> None:
         """On SIGTERM, before the broker closes: remove what is published, publish what is

@@ -1,14 +1,15 @@
 """Prometheus metrics: one registry per worker, made in the app factory and passed down.
 
 FastStream's Prometheus middleware counts what is consumed and published and times the
-handlers; `ConsumeMetrics` keeps the same series for the one consumer FastStream does not
-run (the action intake, service/worker/partitions.py). `ServiceMetrics` adds what only the
-service knows: refusals by error code, dead letters, messages with undecodable properties,
-and the outbox backlog. Labels stay bounded whatever producers send: consumed messages are
-labelled by the routing key they were first sent with (a retried one is not a new key), and
-any routing key that is not one of the service's own (a producer allowed on the retry
-exchanges can send `<anything>.orders.place`) by `other`; replies, which go to each client's
-own reply queue, by `reply`; properties by their fixed AMQP names.
+handlers; `ConsumeMetrics` keeps the same series for the consumers FastStream does not
+run (`orders.place` and the action intake, service/worker/consumers.py). `ServiceMetrics`
+adds what only the service knows: refusals by error code, dead letters, messages with
+undecodable properties, and the outbox backlog. Labels stay bounded whatever producers
+send: consumed messages are labelled by the routing key they were first sent with (a
+retried one is not a new key), and any routing key that is not one of the service's own (a
+producer allowed on the retry exchanges can send `<anything>.orders.place`) by `other`;
+replies, which go to each client's own reply queue, by `reply`; properties by their fixed
+AMQP names.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ class RoutingKeyLabels(RabbitMetricsSettingsProvider):
 
 class ConsumeMetrics:
     """The Prometheus middleware's per-message series (`received_*`, labelled as it labels
-    them) for a consumer FastStream does not run: the action intake, whose messages take the
-    path of raw aio-pika deliveries. Each label's series are looked up once."""
+    them) for the consumers FastStream does not run (`orders.place`, the action intake),
+    whose messages take the path of raw aio-pika deliveries. Each label's series are looked
+    up once."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         # The middleware's own metrics: a container on the same registry reuses them.

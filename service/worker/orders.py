@@ -1,14 +1,17 @@
 """The subscribers: one per routing key, each handing its message to the courier with the
 application's parse -> use case -> envelope step (service/application/handlers.py).
 
-`orders.action` is the exception: the action router consumes it itself, as a plain aio-pika
-consumer (service/worker/partitions.py), and `action_intake` declares its subscriber for the
+`orders.place` and `orders.action` are the exceptions: the worker consumes them itself, as
+plain aio-pika consumers (service/worker/consumers.py; the action router's in
+service/worker/partitions.py), and `intake_document` declares their subscribers for the
 AsyncAPI document only."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
+from aio_pika.abc import AbstractIncomingMessage
 from faststream._internal.context import Context
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitRouter
@@ -26,8 +29,8 @@ from service.worker.asyncapi_docs import (
     PlaceOrderBody,
     document_outputs,
 )
+from service.worker.consumers import Handle, delivered
 from service.worker.delivery import Courier
-from service.worker.partitions import ActionRouter
 
 
 class CurrentMessage(Context):
@@ -75,20 +78,12 @@ def _subscribe(
 
 
 def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) -> RabbitRouter:
-    """Every subscriber but `orders.action`'s, and the document's outputs."""
+    """Every subscriber but `orders.place`'s and `orders.action`'s, and the document's
+    outputs."""
     router = RabbitRouter()
 
     def subscribe(routing_key: str, description: str) -> RabbitSubscriber:
         return _subscribe(router, topology, routing_key, description)
-
-    @subscribe(
-        PLACE,
-        "Place an order (PlaceOrder). Placing the same idempotency_key (else the same AMQP "
-        "message_id) again with the same body returns the first order; with another body it "
-        "is an idempotency_conflict. Reply: the order as data.",
-    )
-    async def place_order(body: PlaceOrderBody, message: RabbitMessage) -> None:
-        await courier.serve(message, handlers.place)
 
     @subscribe(GET, "One order by id or order_id (GetOrder). Reply: the order as data.")
     async def get_order(body: GetOrderBody, message: RabbitMessage) -> None:
@@ -114,11 +109,42 @@ def order_router(handlers: OrderHandlers, courier: Courier, topology: Topology) 
     return router
 
 
-def action_intake(actions: ActionRouter, topology: Topology, *, prefetch: int) -> RabbitRouter:
-    """`orders.action`'s subscriber as the AsyncAPI document shows it, on a router that no
-    running broker includes: `actions` consumes the queue itself (`ActionRouter.start`), on
-    a channel of its own with this prefetch, acking each action once it is forwarded."""
+def placing(handlers: OrderHandlers, courier: Courier) -> Handle:
+    """What becomes of a delivery from `orders.place`: the courier serves it (replies,
+    dead-letters, retries and acks it); one it could not settle is nacked and requeued, as
+    FastStream's NACK_ON_ERROR did for the subscriber."""
+
+    async def place(raw: AbstractIncomingMessage) -> None:
+        message = delivered(raw)
+        try:
+            await courier.serve(message, handlers.place)
+        except Exception:
+            with contextlib.suppress(Exception):  # its channel closed: redelivered anyway
+                await message.nack(requeue=True)
+            raise
+
+    return place
+
+
+def intake_document(
+    place: Handle, route_action: Handle, topology: Topology, *, prefetch: int
+) -> RabbitRouter:
+    """`orders.place`'s and `orders.action`'s subscribers as the AsyncAPI document shows
+    them, on a router that no running broker includes: the worker consumes both queues
+    itself (service/worker/consumers.py), each on a channel of its own with this prefetch;
+    the action router acks each action once it is forwarded."""
     router = RabbitRouter()
+
+    @_subscribe(
+        router,
+        topology,
+        PLACE,
+        "Place an order (PlaceOrder). Placing the same idempotency_key (else the same AMQP "
+        "message_id) again with the same body returns the first order; with another body it "
+        "is an idempotency_conflict. Reply: the order as data.",
+    )
+    async def place_order(body: PlaceOrderBody, message: RabbitMessage) -> None:
+        await place(message.raw_message)
 
     @_subscribe(
         router,
@@ -130,6 +156,6 @@ def action_intake(actions: ActionRouter, topology: Topology, *, prefetch: int) -
         ack_policy=AckPolicy.MANUAL,  # the router acks; on shutdown, held ones stay unacked
     )
     async def act_on_order(body: OrderActionBody, message: RabbitMessage) -> None:
-        await actions.route(message.raw_message)
+        await route_action(message.raw_message)
 
     return router

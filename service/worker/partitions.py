@@ -7,8 +7,8 @@ queue has a single active consumer): it names the action's order (its `id`, or i
 acking each action once its copy is confirmed. A message that names no order (a bad body,
 undecodable properties) cannot be applied, so its order does not matter: the courier
 refuses it at once. The router consumes `orders.action` itself, as a plain aio-pika
-consumer like the partitions' (the document shows it as a subscriber: service/worker/
-orders.py): a FastStream subscriber's per-message machinery cost more than the routing.
+consumer (service/worker/consumers.py) like the partitions': a FastStream subscriber's
+per-message machinery cost more than the routing.
 
 Each partition queue has a single active consumer too, and every worker consumes every
 partition: when the active worker of a partition goes away, RabbitMQ hands the partition
@@ -46,23 +46,22 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
-from aio_pika import IncomingMessage
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from faststream.rabbit.message import RabbitMessage
 
 from service.amqp_decoding import republishable, undecodable
 from service.application.retries import TransientExhausted, with_retries
 from service.metrics import ConsumeMetrics, ServiceMetrics
 from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
+from service.worker.consumers import QueueConsumer, delivered
 from service.worker.delivery import Courier, Work, channel_of
 from service.worker.sequencing import Abandoned, DeliveryGate, Draining, Turn
 
@@ -91,19 +90,6 @@ def partition_of(key: Hashable, partitions: int) -> int:
     return zlib.crc32(repr(key).encode()) % partitions
 
 
-def delivered(raw: AbstractIncomingMessage) -> RabbitMessage:
-    """A raw delivery as the courier takes it (aio-pika's consumers get `IncomingMessage`s)."""
-    return RabbitMessage(
-        body=raw.body,
-        headers=raw.headers,
-        reply_to=raw.reply_to or "",
-        content_type=raw.content_type,
-        message_id=raw.message_id or "",
-        correlation_id=raw.correlation_id or "",
-        raw_message=cast(IncomingMessage, raw),
-    )
-
-
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -129,11 +115,19 @@ class ActionRouter:
         self._act = act
         self._max_bytes = max_message_bytes
         self._retry_seconds = transient_retry_seconds
-        self._prefetch = prefetch
-        self._metrics = metrics
-        self.queue = topology.queue(ACTION).name
-        self._intake: AbstractRobustChannel | None = None
-        """The channel `orders.action` is consumed on."""
+        self.intake = QueueConsumer(
+            topology.queue(ACTION).name,
+            self.route,
+            connection,
+            prefetch=prefetch,
+            metrics=metrics,
+        )
+        """The consumer of `orders.action`, on a channel of its own: its delivery tags number
+        the actions alone, which is what keeps them in order on their way to the partitions.
+        Its single active consumer is the queue's own argument (service/topology.py); on
+        shutdown or a restart its channel is closed without cancelling, so RabbitMQ requeues
+        the actions held, in their place, before the next active consumer takes over. An
+        action whose routing failed is left unacked, to come back in its place so."""
         self.gate = DeliveryGate()
         self.lookup: OrderIdLookup | None = None
         self._ids: dict[int, int] = {}
@@ -164,57 +158,6 @@ class ActionRouter:
                 self._channel = channel
             return self._channel, self._exchange
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
-        """Consume `orders.action` on a channel of its own: its delivery tags number the
-        actions alone, which is what keeps them in order on their way to the partitions.
-        The queue is declared (passively) through the robust channel, so that its consumer
-        comes back after a reconnection; a queue taken with get_queue(ensure=False) would
-        not. Its single active consumer is the queue's own argument (service/topology.py)."""
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.declare_queue(self.queue, passive=True)
-        await queue.consume(self._deliver)
-        self._intake = channel
-
-    async def attached(self) -> bool:
-        """Whether the consumer of `orders.action` is registered on an open channel."""
-        try:
-            underlay = None if self._intake is None else await self._intake.get_underlay_channel()
-        except Exception:  # closed, or reconnecting
-            return False
-        return (
-            underlay is not None
-            and not underlay.is_closed
-            and bool(getattr(underlay, "consumers", None))
-        )
-
-    async def restart(self) -> None:
-        """Consume again on a new channel (the consumer was lost): closing the old one hands
-        back what it held, in its place."""
-        connection = self._connection()
-        if connection is None:
-            raise RuntimeError("the broker is not connected")
-        await self.close()
-        await self.start(connection)
-
-    async def close(self) -> None:
-        """Close the channel without cancelling the consumer first: RabbitMQ requeues the
-        actions this worker still held, in their place, before the next single active
-        consumer takes over."""
-        channel, self._intake = self._intake, None
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await channel.close()
-
-    async def _deliver(self, raw: AbstractIncomingMessage) -> None:
-        try:
-            if self._metrics is None:
-                await self.route(raw)
-            else:
-                await self._metrics.consume(raw, self.route(raw))
-        except Exception:  # left unacked: redelivered in its place when the channel closes
-            log.exception("could not route an action")
-
     async def route(self, raw: AbstractIncomingMessage) -> None:
         channel, exchange = await self._open()
         try:
@@ -233,9 +176,10 @@ class ActionRouter:
         # Each action's way is decided in admission order (an uncontended lock is taken
         # without a pause, a contended one first come first served).
         async with self._deciding:
-            if self.gate.closed:
-                return  # shutting down: left unacked, requeued in its place
-            if await self._decide(exchange):
+            direct = await self._decide(exchange)
+            if self.gate.closed:  # shutting down (checked after any wait in `_decide`)
+                return  # left unacked: requeued in its place when the channel closes
+            if direct:
                 turn = self._courier.admission.admitted(channel_of(raw))
             else:
                 # Each partition's copies are published one after another, in admission
@@ -534,10 +478,17 @@ class PartitionConsumers:
         self.ownership = ownership
         self._barriers = barriers
         self._metrics = metrics
-        self._prefetch = prefetch
         self._grace = grace_seconds
         self._connection: AbstractRobustConnection | None = None
-        self._channels: dict[int, AbstractRobustChannel] = {}
+        self._consumers = [
+            QueueConsumer(
+                topology.partition_queue(partition).name,
+                partial(self._deliver, partition),
+                lambda: self._connection,
+                prefetch=prefetch,
+            )
+            for partition in range(topology.partitions)
+        ]
         self._handovers: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -549,17 +500,9 @@ class PartitionConsumers:
     async def _consume(self, partition: int) -> None:
         if self._connection is None or self._closing:
             return
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        # Declared (passively) through the robust channel, so that its consumer comes back
-        # after a reconnection; a queue taken with get_queue(ensure=False) would not.
-        queue = await channel.declare_queue(
-            self._topology.partition_queue(partition).name, passive=True
-        )
-        await queue.consume(partial(self._deliver, partition))
-        self._channels[partition] = channel
+        await self._consumers[partition].start(self._connection)
 
-    async def _deliver(self, partition: int, raw: IncomingMessage) -> None:
+    async def _deliver(self, partition: int, raw: AbstractIncomingMessage) -> None:
         token = (raw.headers or {}).get(BARRIER_HEADER)
         if token is not None:
             await self._pass_barrier(partition, raw, token)
@@ -568,17 +511,10 @@ class PartitionConsumers:
             task = asyncio.create_task(self.hand_over(partition), name=f"hand-over-{partition}")
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
-        try:
-            applied = await self._courier.serve(
-                delivered(raw), self._act, ordered=True, routing_key=ACTION
-            )
-        except Exception:
-            log.exception("action on partition %d failed", partition)
-            return
-        if applied:
+        if await self._courier.serve(delivered(raw), self._act, ordered=True, routing_key=ACTION):
             self._metrics.partition_action(partition)
 
-    async def _pass_barrier(self, partition: int, raw: IncomingMessage, token: Any) -> None:
+    async def _pass_barrier(self, partition: int, raw: AbstractIncomingMessage, token: Any) -> None:
         """A router's barrier: passed once every earlier delivery of its channel was
         admitted (and so counts as in flight until it is done); acked, nothing applied. One
         from another worker's router, or given up on, is only acked."""
@@ -592,21 +528,13 @@ class PartitionConsumers:
 
     async def missing(self) -> list[str]:
         """Partition queues this worker does not consume right now (readiness)."""
-        missing = []
-        for partition in range(self._topology.partitions):
-            channel = self._channels.get(partition)
-            try:
-                underlay = None if channel is None else await channel.get_underlay_channel()
-            except Exception:  # closed, or reconnecting
-                underlay = None
-            if underlay is None or underlay.is_closed or not getattr(underlay, "consumers", None):
-                missing.append(self._topology.partition_queue(partition).name)
-        return missing
+        return [consumer.queue for consumer in self._consumers if not await consumer.attached()]
 
     async def hand_over(self, partition: int) -> None:
         """Let the admitted actions of `partition` finish, close its channel (the rest go
         back, in order, to the next waiting worker) and join the line again."""
-        channel = self._channels.get(partition)
+        consumer = self._consumers[partition]
+        channel = consumer.channel
         if channel is None or channel.is_closed:
             return
         log.info("handing partition %d over to %s", partition, self.ownership.owner(partition))
@@ -614,8 +542,7 @@ class PartitionConsumers:
         with contextlib.suppress(Exception):
             underlay = await channel.get_underlay_channel()
             await self._courier.admission.drain_channel(underlay, self._grace)
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await consumer.close()
         while not self._closing:  # until it consumes again (the broker may be away)
             await asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS)
             try:
@@ -631,9 +558,8 @@ class PartitionConsumers:
         self._closing = True
         for task in list(self._handovers):
             task.cancel()
-        for channel in self._channels.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
+        for consumer in self._consumers:
+            await consumer.close()
 
 
 class MembershipLoop:

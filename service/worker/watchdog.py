@@ -4,7 +4,8 @@ FastStream has an open report (ag2ai/faststream#2758) of RabbitMQ consumers miss
 connection was recovered: the queues exist, nothing consumes them, and the worker looks
 alive. The watchdog checks every subscriber's consumer against the channel it should be
 registered on and, when one is missing while the connection is up, restarts that subscriber;
-so too the consumers the service runs itself (the action intake: `OwnConsumer`).
+so too the consumers the service runs itself (`orders.place` and the action intake:
+`OwnConsumer`).
 `missing()` is also what a readiness check asks.
 """
 

@@ -1,17 +1,21 @@
 """The consumer watchdog against the real RabbitMQ: a consumer that vanished is started again,
-a FastStream subscriber's or the action router's own."""
+a FastStream subscriber's or one of the worker's own (`orders.place`, the action intake)."""
 
 from __future__ import annotations
 
 import asyncio
+from asyncio import Queue
 from typing import Any, cast
 
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker, RabbitQueue
+from prometheus_client import CollectorRegistry
 
+from service.app import EveryConsumer, Worker
 from service.config import Settings
-from service.topology import topology
-from service.worker.partitions import ActionRouter
+from service.metrics import ServiceMetrics
+from service.topology import ACTION, PLACE, ROUTING_KEYS
+from service.worker.consumers import QueueConsumer
 from service.worker.watchdog import ConsumerWatchdog, consumer_attached
 
 
@@ -41,54 +45,66 @@ async def test_a_vanished_consumer_is_noticed_and_started_again(amqp_url: str) -
         assert await asyncio.wait_for(received.get(), 10) == "after the restart"
 
 
-class RecordingRouter(ActionRouter):
-    """The action router's consumer, with routing replaced by a record of what arrived."""
+def recording_consumer(broker: RabbitBroker, queue: str) -> tuple[QueueConsumer, Queue[bytes]]:
+    """The worker's own kind of consumer (`orders.place`'s, the action router's), acking and
+    recording what arrived."""
+    received: Queue[bytes] = Queue()
 
-    def __init__(self, broker: RabbitBroker) -> None:
-        super().__init__(
-            topology(Settings()),
-            cast(Any, None),
-            cast(Any, None),
-            lambda: broker._connection,
-            max_message_bytes=1 << 20,
-            transient_retry_seconds=1,
-            prefetch=4,
-        )
-        self.queue = "watchdog.actions"  # the test vhost's orders.action is the worker's
-        self.routed: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def route(self, raw: AbstractIncomingMessage) -> None:
+    async def record(raw: AbstractIncomingMessage) -> None:
         await raw.ack()
-        await self.routed.put(raw.body)
+        await received.put(raw.body)
+
+    return QueueConsumer(queue, record, lambda: broker._connection, prefetch=4), received
 
 
-async def test_the_action_routers_own_consumer_is_watched_too(amqp_url: str) -> None:
+async def test_the_workers_own_consumers_are_watched_too(amqp_url: str) -> None:
+    """`orders.place` and the action intake are the worker's own consumers (QueueConsumer),
+    watched as the subscribers are (test_every_queue_the_worker_consumes_is_watched)."""
     broker = RabbitBroker(amqp_url)
-    router = RecordingRouter(broker)
-    watchdog = ConsumerWatchdog(broker, [router])
+    # the test vhost's orders.place and orders.action are the worker's
+    own, received = recording_consumer(broker, "watchdog.own")
+    watchdog = ConsumerWatchdog(broker, [own])
     async with broker:
         await broker.start()
         connection = broker._connection
         assert connection is not None
         setup = await connection.channel()
-        queue = await setup.declare_queue(router.queue)
-        await router.start(connection)
+        queue = await setup.declare_queue(own.queue)
+        await own.start(connection)
         try:
-            assert await router.attached()
+            assert await own.attached()
             assert await watchdog.missing() == []
 
-            assert router._intake is not None
-            underlay = await router._intake.get_underlay_channel()
+            assert own._channel is not None
+            underlay = await own._channel.get_underlay_channel()
             (tag,) = cast(Any, underlay).consumers  # aiormq's channel
             await underlay.basic_cancel(tag)
-            assert await watchdog.missing() == ["watchdog.actions"]
+            assert await watchdog.missing() == ["watchdog.own"]
 
-            assert await watchdog.check() == ["watchdog.actions"]
+            assert await watchdog.check() == ["watchdog.own"]
             assert await watchdog.missing() == []
-            await broker.publish("after the restart", queue=router.queue)
-            assert await asyncio.wait_for(router.routed.get(), 10) == b"after the restart"
+            await broker.publish("after the restart", queue=own.queue)
+            assert await asyncio.wait_for(received.get(), 10) == b"after the restart"
         finally:
-            await router.close()
+            await own.close()
             await queue.delete(if_unused=False, if_empty=False)
             await setup.close()
-        assert not await router.attached()
+        assert not await own.attached()
+
+
+async def test_every_queue_the_worker_consumes_is_watched() -> None:
+    """The worker's watchdog and readiness cover every command and query queue (its own
+    consumers' too) and every action partition; before it starts, all of them are missing.
+    Nothing connects."""
+    settings = Settings.model_validate({"amqp_url": "amqp://rabbitmq:5672/"})
+    worker = Worker(settings, ServiceMetrics(CollectorRegistry()))
+    names = worker.names
+    watched = await worker.watchdog.missing()
+    assert sorted(watched) == sorted(names.queue(key).name for key in ROUTING_KEYS)
+    assert names.queue(PLACE).name in watched
+    assert names.queue(ACTION).name in watched
+    partitions = [names.partition_queue(n).name for n in range(names.partitions)]
+    assert await EveryConsumer(worker.watchdog, worker.partitions).missing() == [
+        *watched,
+        *partitions,
+    ]
