@@ -130,6 +130,7 @@ class Worker:
             prefetch=settings.prefetch,
             metrics=metrics.intake,
             solo=Solo(self.ownership, barriers, metrics),
+            numbers=self.courier.admission.sequencing.numbers,
         )
         place = placing(self.handlers, self.courier)
         self.places = QueueConsumer(
@@ -195,8 +196,7 @@ class Worker:
                 on_connect=watch,
             ) as core:
                 self.relay = core.relay
-                self.courier.admission.sequencing.lookup = core.store.id_of
-                self.actions.lookup = core.store.id_of
+                self.actions.numbers.lookup = core.store.id_of  # the sequencer's too
                 membership = Membership(
                     core.database, lease_seconds=3 * self.settings.membership_seconds
                 )

@@ -44,7 +44,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any
 
@@ -63,12 +63,10 @@ from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
 from service.worker.consumers import QueueConsumer, delivered
 from service.worker.delivery import Courier, Work, channel_of
-from service.worker.sequencing import Abandoned, DeliveryGate, Draining, Turn
+from service.worker.sequencing import Abandoned, DeliveryGate, Draining, OrderNumbers, Turn
 
 log = logging.getLogger(__name__)
 
-OrderIdLookup = Callable[[int], Awaitable[int | None]]
-KNOWN_ORDER_NUMBERS = 100_000
 BARRIER_HEADER = "x-orders-barrier"
 """Marks a partition message that carries no action: the router's barrier."""
 BARRIER_SECONDS = 2.0
@@ -109,6 +107,7 @@ class ActionRouter:
         prefetch: int = 1,
         metrics: ConsumeMetrics | None = None,
         solo: Solo | None = None,
+        numbers: OrderNumbers | None = None,
     ) -> None:
         self._topology = topology
         self._courier = courier
@@ -129,8 +128,7 @@ class ActionRouter:
         the actions held, in their place, before the next active consumer takes over. An
         action whose routing failed is left unacked, to come back in its place so."""
         self.gate = DeliveryGate()
-        self.lookup: OrderIdLookup | None = None
-        self._ids: dict[int, int] = {}
+        self.numbers = numbers or OrderNumbers()
         self._connection = connection
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -310,17 +308,11 @@ class ActionRouter:
             return id
         if order_id is None:
             return None
-        found = self._ids.get(order_id)
-        if found is None and self.lookup is not None:
-            lookup = self.lookup
-            try:
-                found = await with_retries(lambda: lookup(order_id), self._retry_seconds)
-            except TransientExhausted:
-                log.warning("could not look up order %d to route its action", order_id)
-            if found is not None:
-                if len(self._ids) >= KNOWN_ORDER_NUMBERS:
-                    self._ids.clear()
-                self._ids[order_id] = found
+        found = None
+        try:
+            found = await with_retries(lambda: self.numbers.id_of(order_id), self._retry_seconds)
+        except TransientExhausted:
+            log.warning("could not look up order %d to route its action", order_id)
         return found if found is not None else ("order_id", order_id)
 
 

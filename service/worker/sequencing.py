@@ -174,6 +174,31 @@ OrderIdLookup = Callable[[int], Awaitable[int | None]]
 KNOWN_ORDER_NUMBERS = 100_000
 
 
+class OrderNumbers:
+    """The database id of each public order number (`order_id`) found, remembered: an
+    order's number never changes. One per worker, shared by the action router and the
+    sequencer, so that an order named by its number is looked up once (at most
+    `KNOWN_ORDER_NUMBERS` are kept; then the memory starts again)."""
+
+    def __init__(self, lookup: OrderIdLookup | None = None) -> None:
+        self.lookup = lookup
+        """Set once MongoDB is open (service/app.py)."""
+        self._ids: dict[int, int] = {}
+
+    async def id_of(self, order_id: int) -> int | None:
+        """The order's id, or None when no order has this number (or nothing can look it
+        up yet); raises what the lookup raised."""
+        found = self._ids.get(order_id)
+        if found is not None or self.lookup is None:
+            return found
+        found = await self.lookup(order_id)
+        if found is not None:
+            if len(self._ids) >= KNOWN_ORDER_NUMBERS:
+                self._ids.clear()
+            self._ids[order_id] = found
+        return found
+
+
 class OrderedRunner:
     """Applies each order's actions in the order they were delivered.
 
@@ -186,10 +211,9 @@ class OrderedRunner:
 
     def __init__(self) -> None:
         self.gate = DeliveryGate()
-        self.lookup: OrderIdLookup | None = None
+        self.numbers = OrderNumbers()
         self._sequencer = KeyedSequencer()
         self._last: asyncio.Future[None] | None = None
-        self._ids: dict[int, int] = {}
 
     def turn(self) -> Turn:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -212,15 +236,11 @@ class OrderedRunner:
         if isinstance(id, int) and not isinstance(id, bool):
             return id
         if isinstance(order_id, int) and not isinstance(order_id, bool):
-            if order_id not in self._ids and self.lookup is not None and 0 < order_id < 2**62:
+            found = None
+            if 0 < order_id < 2**62:
                 try:
-                    found = await self.lookup(order_id)
+                    found = await self.numbers.id_of(order_id)
                 except PyMongoError:  # the action's own retries wait out the outage
                     log.warning("could not look up order %d to order its actions", order_id)
-                    found = None
-                if found is not None:
-                    if len(self._ids) >= KNOWN_ORDER_NUMBERS:
-                        self._ids.clear()
-                    self._ids[order_id] = found
-            return self._ids.get(order_id, ("order_id", order_id))
+            return ("order_id", order_id) if found is None else found
         return ("other", repr(id), repr(order_id))  # invalid: refused, never applied
