@@ -158,6 +158,24 @@ def get(
         show_order(order)
 
 
+def _named(
+    action: str,
+    ref: int,
+    by_order_id: bool,
+    expected_version: int | None,
+    request_id: str | None,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """The body of a shortcut command's action (`cancel`, `complete`)."""
+    return {
+        **_target(ref, by_order_id),
+        "action": action,
+        **fields,
+        "expected_version": expected_version,
+        "request_id": request_id,
+    }
+
+
 def _act(ctx: typer.Context, body: dict[str, Any], json_out: bool) -> None:
     action = OrderActionAdapter.validate_python(
         {key: value for key, value in body.items() if value is not None}
@@ -231,18 +249,8 @@ def cancel(
     json_out: JsonOut = False,
 ) -> None:
     """Cancel an order."""
-    _act(
-        ctx,
-        {
-            **_target(ref, by_order_id),
-            "action": "cancel",
-            "reason": reason,
-            "notes": notes,
-            "expected_version": expected_version,
-            "request_id": request_id,
-        },
-        json_out,
-    )
+    fields = {"reason": reason, "notes": notes}
+    _act(ctx, _named("cancel", ref, by_order_id, expected_version, request_id, fields), json_out)
 
 
 @commands.command(epilog="Example: orders complete 42 --notes 'Done, customer signed'")
@@ -256,17 +264,8 @@ def complete(
     json_out: JsonOut = False,
 ) -> None:
     """Complete an order."""
-    _act(
-        ctx,
-        {
-            **_target(ref, by_order_id),
-            "action": "complete",
-            "notes": notes,
-            "expected_version": expected_version,
-            "request_id": request_id,
-        },
-        json_out,
-    )
+    fields = {"notes": notes}
+    _act(ctx, _named("complete", ref, by_order_id, expected_version, request_id, fields), json_out)
 
 
 # -- list -------------------------------------------------------------------------------------
