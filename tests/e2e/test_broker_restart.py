@@ -161,17 +161,20 @@ async def test_broker_restart_loses_nothing_and_consumers_come_back(
 CHAIN = ["processing", "confirmed", "in_progress", "on_hold", "in_progress", "completed"]
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["one-worker-applies-itself", "two-workers"])
 async def test_broker_restart_keeps_each_orders_actions_in_order(
     amqp_client: AmqpClient,
     launcher: WorkerLauncher,
     producer: AbstractRobustConnection,
     mongo_url: str,
+    count: int,
 ) -> None:
     """A producer that waits for each confirm keeps its actions in order in the queue; a
-    restart in the middle must not let the worker apply them in another order."""
+    restart in the middle must not let the workers apply them in another order: one worker
+    alone, whose router applies the actions itself, or two, through the partitions."""
     await amqp_client.ensure_open()
     database = new_database()
-    workers = [launcher.start(database), launcher.start(database)]
+    workers = [launcher.start(database) for _ in range(count)]
     for worker in workers:
         await wait_until_ready(amqp_client, worker)
     customer = new_customer_id()
@@ -206,6 +209,8 @@ async def test_broker_restart_keeps_each_orders_actions_in_order(
         async for order in orders.find({"customer_id": customer}):
             history = [entry["to"] for entry in order["status_history"][1:]]
             assert history == CHAIN, f"order {order['_id']}: {history}"
+        if count == 1:  # it did apply them itself
+            assert "the only live worker" in workers[0].log_path.read_text()
     finally:
         await mongo.close()
 
