@@ -66,13 +66,19 @@ async def queued(queue: AbstractQueue, count: int) -> bool:
     return (await queue.declare()).message_count == count
 
 
-async def test_stop_lets_the_deliveries_in_hand_finish_and_leaves_the_rest_queued(
-    connection: AbstractRobustConnection, queue: AbstractQueue
-) -> None:
+async def holding(connection: AbstractRobustConnection) -> tuple[Blocking, QueueConsumer]:
+    """A consumer of the queue whose handler holds the `PREFETCH` deliveries it got."""
     handler = Blocking()
     consumer = QueueConsumer(QUEUE, handler, lambda: connection, prefetch=PREFETCH)
     await consumer.start(connection)
     await asyncio.wait_for(handler.in_hand.wait(), 10)
+    return handler, consumer
+
+
+async def test_stop_lets_the_deliveries_in_hand_finish_and_leaves_the_rest_queued(
+    connection: AbstractRobustConnection, queue: AbstractQueue
+) -> None:
+    handler, consumer = await holding(connection)
 
     stopping = asyncio.create_task(consumer.stop(grace=10))
     await asyncio.sleep(0.2)
@@ -89,10 +95,7 @@ async def test_stop_lets_the_deliveries_in_hand_finish_and_leaves_the_rest_queue
 async def test_stop_after_the_grace_requeues_what_did_not_finish(
     connection: AbstractRobustConnection, queue: AbstractQueue
 ) -> None:
-    handler = Blocking()
-    consumer = QueueConsumer(QUEUE, handler, lambda: connection, prefetch=PREFETCH)
-    await consumer.start(connection)
-    await asyncio.wait_for(handler.in_hand.wait(), 10)
+    handler, consumer = await holding(connection)
 
     await asyncio.wait_for(consumer.stop(grace=0.2), 10)
 

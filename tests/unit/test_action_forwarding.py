@@ -1,7 +1,8 @@
 """The action router's forwarding to a partition queue (service/worker/partitions.py): a
 copy the broker refuses is published again while the action is held, not handed back; the
 copies of one partition are published one after another, in admission order; a copy whose
-delivery channel closed is not published (its redelivered self is)."""
+delivery channel closed is not published (its redelivered self is); an order named by its
+number is looked up once for the router and the sequencer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from service.config import Settings
 from service.topology import topology
 from service.worker import partitions
 from service.worker.partitions import ActionRouter
+from service.worker.sequencing import OrderedRunner
 from tests.unit.fakes import incoming
 
 
@@ -44,7 +46,7 @@ class RefusingExchange:
             raise aio_pika.exceptions.DeliveryError(None, Basic.Nack())
 
 
-def router() -> ActionRouter:
+def router(**options: Any) -> ActionRouter:
     return ActionRouter(
         topology(Settings()),
         cast(Any, None),
@@ -52,6 +54,7 @@ def router() -> ActionRouter:
         lambda: None,
         max_message_bytes=1 << 20,
         transient_retry_seconds=1,
+        **options,
     )
 
 
@@ -128,3 +131,26 @@ def test_a_copy_carries_headers_pamqp_decoded_but_cannot_encode_again() -> None:
     header = ContentHeader(properties=copy.properties, body_size=len(copy.body))
     assert header.marshal()
     assert copy.headers["plain"] == "kept"
+
+
+async def test_an_order_number_is_looked_up_once_for_the_router_and_the_sequencer() -> None:
+    """The router names the partition and the sequencer the order's line: one lookup."""
+    asked: list[int] = []
+
+    async def lookup(order_id: int) -> int | None:
+        asked.append(order_id)
+        return 7 if order_id == 1007 else None
+
+    runner = OrderedRunner()
+    runner.numbers.lookup = lookup
+    routing = router(numbers=runner.numbers)
+    action = incoming("a", None, body=b'{"order_id": 1007}')
+
+    assert await routing._order_key(action) == 7
+    assert await runner._key({"order_id": 1007}) == 7
+    assert await runner._key({"order_id": 55}) == ("order_id", 55)  # none: not remembered
+    assert await routing._order_key(incoming("b", None, body=b'{"order_id": 55}')) == (
+        "order_id",
+        55,
+    )
+    assert asked == [1007, 55, 55]

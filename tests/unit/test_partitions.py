@@ -4,19 +4,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, cast
 
-from service.config import Settings
 from service.store.membership import Member
-from service.topology import topology
-from service.worker.partitions import (
-    HANDOVER_COOLDOWN_SECONDS,
-    ActionRouter,
-    Ownership,
-    partition_of,
-)
-from service.worker.sequencing import OrderedRunner
-from tests.unit.fakes import incoming
+from service.worker.partitions import HANDOVER_COOLDOWN_SECONDS, Ownership, partition_of
 
 
 class Clock:
@@ -83,34 +73,3 @@ def test_nothing_is_handed_over_on_a_view_older_than_the_lease() -> None:
     clock.now += 7  # MongoDB unreachable since: who is alive is not known
     assert view.owner(1) is None
     assert not view.should_hand_over(1)
-
-
-async def test_an_order_number_is_looked_up_once_for_the_router_and_the_sequencer() -> None:
-    """The router names the partition and the sequencer the order's line: one lookup."""
-    asked: list[int] = []
-
-    async def lookup(order_id: int) -> int | None:
-        asked.append(order_id)
-        return 7 if order_id == 1007 else None
-
-    runner = OrderedRunner()
-    runner.numbers.lookup = lookup
-    router = ActionRouter(
-        topology(Settings()),
-        cast(Any, None),
-        cast(Any, None),
-        lambda: None,
-        max_message_bytes=1 << 20,
-        transient_retry_seconds=1,
-        numbers=runner.numbers,
-    )
-    action = incoming("a", None, body=b'{"order_id": 1007}')
-
-    assert await router._order_key(action) == 7
-    assert await runner._key({"order_id": 1007}) == 7
-    assert await runner._key({"order_id": 55}) == ("order_id", 55)  # none: not remembered
-    assert await router._order_key(incoming("b", None, body=b'{"order_id": 55}')) == (
-        "order_id",
-        55,
-    )
-    assert asked == [1007, 55, 55]
