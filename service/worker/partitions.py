@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 BARRIER_HEADER = "x-orders-barrier"
 """Marks a partition message that carries no action: the router's barrier."""
 BARRIER_SECONDS = 2.0
-"""How long the router waits for its barriers and what came before them."""
+"""How long the router sends its barriers and waits for them and what came before them
+(routing waits meanwhile)."""
 DIRECT_RETRY_SECONDS = 10.0
 """After barriers that did not come back, how long the router forwards before it tries
 again."""
@@ -243,15 +244,15 @@ class ActionRouter:
         token = uuid.uuid4().hex
         passed = barriers.expect(token, self._topology.partitions)
         try:
-            for partition in range(self._topology.partitions):
-                await exchange.publish(
-                    aio_pika.Message(b"", headers={BARRIER_HEADER: token}),
-                    routing_key=str(partition),
-                )
             async with asyncio.timeout(BARRIER_SECONDS):
+                for partition in range(self._topology.partitions):
+                    await exchange.publish(
+                        aio_pika.Message(b"", headers={BARRIER_HEADER: token}),
+                        routing_key=str(partition),
+                    )
                 await passed
                 await self._courier.admission.idle()
-        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except Exception as exc:  # not in time, or not taken: forwarding stays correct
             log.info("still forwarding actions: barriers did not pass (%s)", type(exc).__name__)
             return False
         finally:

@@ -34,9 +34,16 @@ class Exchange:
     """Confirms every copy; passes each barrier through this worker's consumer, unless
     `lose_barriers` (another worker's consumer holds the partition)."""
 
-    def __init__(self, barriers: Barriers, *, lose_barriers: bool = False) -> None:
+    def __init__(
+        self,
+        barriers: Barriers,
+        *,
+        lose_barriers: bool = False,
+        refuse_barriers: Exception | None = None,
+    ) -> None:
         self.barriers = barriers
         self.lose_barriers = lose_barriers
+        self.refuse_barriers = refuse_barriers
         self.copies: list[str] = []
         self.barrier_rounds = 0
 
@@ -47,6 +54,8 @@ class Exchange:
             return
         if routing_key == "0":
             self.barrier_rounds += 1
+        if self.refuse_barriers is not None:
+            raise self.refuse_barriers
         if not self.lose_barriers:
             self.barriers.passed(str(token), int(routing_key))
 
@@ -76,11 +85,15 @@ def workers(*ids: str) -> list[Member]:
 
 
 class Setup:
-    def __init__(self, *, lose_barriers: bool = False) -> None:
+    def __init__(
+        self, *, lose_barriers: bool = False, refuse_barriers: Exception | None = None
+    ) -> None:
         self.ownership = Ownership("w1", PARTITIONS, lease_seconds=60)
         self.ownership.update(workers("w1"))
         barriers = Barriers()
-        self.exchange = Exchange(barriers, lose_barriers=lose_barriers)
+        self.exchange = Exchange(
+            barriers, lose_barriers=lose_barriers, refuse_barriers=refuse_barriers
+        )
         self.courier = Courier()
         self.router = ActionRouter(
             topology(Settings()),
@@ -145,6 +158,17 @@ async def test_a_barrier_that_does_not_pass_keeps_the_router_forwarding(
     assert setup.acked == ["a1", "a2", "a3"]
     assert setup.exchange.barrier_rounds == 1  # not again before the retry pause
     assert setup.courier.applied == []
+
+
+async def test_a_barrier_the_broker_does_not_take_keeps_the_router_forwarding() -> None:
+    """Whatever goes wrong sending barriers, the action is forwarded, not left unacked."""
+    setup = Setup(refuse_barriers=RuntimeError("channel closed"))
+
+    await setup.route(1)
+
+    assert not setup.router.direct
+    assert setup.exchange.copies == ["a1"]
+    assert setup.acked == ["a1"]
 
 
 async def test_nothing_is_applied_here_before_the_copies_already_forwarded_passed() -> None:
