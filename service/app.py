@@ -117,8 +117,11 @@ class Worker:
         )
         self.courier = Courier(self.broker, settings, self.names, metrics)
         self.handlers = OrderHandlers()
-        lease = 3 * settings.membership_seconds
-        self.ownership = Ownership(new_worker_id(), self.names.partitions, lease_seconds=lease)
+        self.lease_seconds = 3 * settings.membership_seconds
+        """How long a worker's membership entry lasts without a renewal."""
+        self.ownership = Ownership(
+            new_worker_id(), self.names.partitions, lease_seconds=self.lease_seconds
+        )
         barriers = Barriers()
         self.actions = ActionRouter(
             self.names,
@@ -197,9 +200,7 @@ class Worker:
             ) as core:
                 self.relay = core.relay
                 self.actions.numbers.lookup = core.store.id_of  # the sequencer's too
-                membership = Membership(
-                    core.database, lease_seconds=3 * self.settings.membership_seconds
-                )
+                membership = Membership(core.database, lease_seconds=self.lease_seconds)
                 await membership.ensure_indexes()
                 self.membership = MembershipLoop(
                     membership, self.ownership, self.settings.membership_seconds

@@ -144,7 +144,10 @@ class ActionRouter:
         self._next_try = 0.0
 
     async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
-        """A channel of its own, with publisher confirms, for the forwarded copies."""
+        """A channel of its own, with publisher confirms, for the forwarded copies (opened
+        once; every action asks for it)."""
+        if self._channel is not None and self._exchange is not None:
+            return self._channel, self._exchange
         async with self._opening:
             if self._channel is None or self._exchange is None:
                 connection = self._connection()
