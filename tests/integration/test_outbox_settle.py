@@ -158,3 +158,58 @@ async def test_the_applier_leaves_orders_being_written_for_its_next_round(
 
     assert await applier.apply_once() == 1  # the next round takes it, with its event
     assert len((await db[ORDERS].find_one({"_id": second.id}) or {})["outbox"]) == 0
+
+
+async def _placed_then_changed_elsewhere(
+    db: AsyncDatabase[Document], first: RecordingPublisher, second: RecordingPublisher
+) -> tuple[OutboxRelay, OutboxRelay]:
+    """An order placed through one relay (one writing process), then changed through
+    another (a second worker, or the gateway), both with a 0.2 s window."""
+    relays = [
+        OutboxRelay(db, p, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+        for p in (first, second)
+    ]
+    order = (await order_service(db, relays[0]).place(place_order(), NO_DELIVERY)).order
+    await order_service(db, relays[1]).act(
+        UpdateStatus(action="update_status", id=order.id, status="processing"), NO_DELIVERY
+    )
+    return relays[0], relays[1]
+
+
+async def test_another_process_waits_for_published_events_to_leave_instead_of_repeating_them(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    first = publisher
+    second = RecordingPublisher()
+    placer, changer = await _placed_then_changed_elsewhere(db, first, second)
+    assert [e.routing_key for e in first.published] == ["order.placed"]  # in its window
+    assert second.published == []  # the change waits behind the placed event
+
+    await placer.settle(older_than=0)  # the placing process removes its published event
+
+    async def published() -> bool:
+        return len(second.published) == 1
+
+    await eventually(published, timeout=5.0)
+    assert [e.routing_key for e in second.published] == ["order.status_changed"]
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 1  # in the changer's window
+    await changer.drain()
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
+    assert len(first.published) + len(second.published) == 2
+
+
+async def test_an_entry_another_process_left_behind_is_published_first_after_the_patience(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    publisher.failing = True  # the placing process never publishes its event
+    second = RecordingPublisher()
+    _, changer = await _placed_then_changed_elsewhere(db, publisher, second)
+    assert second.published == []
+
+    async def published() -> bool:
+        return len(second.published) == 2
+
+    await eventually(published, timeout=5.0)  # after 2 x 0.2 + 0.5 s
+    assert [e.routing_key for e in second.published] == ["order.placed", "order.status_changed"]
+    await changer.drain()
+    assert publisher.published == []
