@@ -163,7 +163,8 @@ async def throughput(
         for phase in cpu_rounds[0]
     }
     per_message = figures["cpu_ms_per_message"]
-    # Start-up excluded: from the worker's first event to the end of its drain.
+    # Start-up excluded: from the worker's first event until its queue is drained and no
+    # order has an event in its outbox or a delta outside the rollups.
     figures["worker_cpu_ms_per_place"] = per_message["worker_place"]["worker_after_start"]
     figures["worker_cpu_ms_per_action"] = per_message["worker_action"]["worker_after_start"]
     figures["mongod_cpu_ms_per_place"] = per_message["worker_place"]["mongod"]
