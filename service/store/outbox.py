@@ -13,12 +13,15 @@ them again. A crash in between leaves them in the outbox: the sweep publishes th
 more (a repeated event id, as after any crash between publishing and removing).
 
 Another process's relay cannot tell a published event waiting in the outbox from one not
-published yet. So a relay that finds, ahead of its own new events, entries it does not know
-that are younger than `2 x settle_seconds + 0.5 s` (its patience) does not publish them: it
-looks again every quarter of `settle_seconds` until their writer has removed them, then
-publishes its own. An entry still there after that is taken for left behind and published
-before the relay's own, as before. Nothing is published out of order, and nothing twice in
-a calm flow with several writing processes.
+published yet. So a relay that finds entries it does not know ahead of its own new events
+does not publish them: it publishes its own events ahead of them and looks again every
+quarter of `settle_seconds`, until their writer has removed them; then it publishes the
+rest of its own. An entry that stands at the head of the outbox (nothing ahead of it in its
+writer's way) for `2 x settle_seconds + 0.5 s` (the patience) was left behind by a crash or
+an outage: it is published first, as before. Another process's entries after this relay's
+own are left to that process (it waits for ours), and the sweeps of start-up and shutdown
+leave entries younger than the patience alone. Nothing is published out of order, and
+nothing twice in a calm flow with several writing processes.
 """
 
 from __future__ import annotations
@@ -149,11 +152,17 @@ class OutboxRelay:
         )
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
-        self._patience = timedelta(seconds=2 * settle_seconds + 0.5)
         self._patient = settle_seconds > 0
+        self._patience = timedelta(seconds=2 * settle_seconds + 0.5 if self._patient else 0)
+        """How long another process's entry may stay at the head of an outbox and still be
+        on its way out (published, waiting for its removal); the sweeps of start-up and
+        shutdown leave entries younger than that alone."""
         self._own: dict[int, set[str]] = {}
         """Events this process wrote and has not published yet, of the orders where it
-        waits for another process's young entries."""
+        waits for another process's entries."""
+        self._heads: dict[int, tuple[str, float]] = {}
+        """Of the orders it waits on: the other process's entry at the head of the outbox,
+        and since when this process has seen it there."""
         self._later: dict[int, asyncio.Task[None]] = {}
 
     @contextlib.asynccontextmanager
@@ -179,16 +188,13 @@ class OutboxRelay:
                 pending = [] if doc is None else doc.get("outbox", [])
             elif pending and self._patient:
                 self._own.setdefault(id, set()).add(pending[-1]["event_id"])
-            already = self.published.known(id)
-            pending = [entry for entry in pending if entry["event_id"] not in already]
-            if self._waits_for_others(id, pending):
+            ready, wait = self._ready(id, pending)
+            if wait:
                 self._look_again(id)
-                return 0
-            self._own.pop(id, None)
             published: list[str] = []
-            if pending:
+            if ready:
                 self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
-            for entry in pending:
+            for entry in ready:
                 event = PendingEvent(
                     entry["event_id"],
                     entry["routing_key"],
@@ -205,14 +211,41 @@ class OutboxRelay:
                 await self._published(id, published)
             return len(published)
 
-    def _waits_for_others(self, id: int, pending: PendingEntries) -> bool:
-        """Whether another process's entries, young enough to be published already and
-        waiting for their removal, are ahead of this process's own (the module's docstring)."""
-        own = self._own.get(id)
+    def _ready(self, id: int, outbox: PendingEntries) -> tuple[PendingEntries, bool]:
+        """The entries of `outbox` to publish now, in order, and whether to look again
+        later for the rest (the module's docstring).
+
+        While another process's entry is ahead of this process's own, it may be published
+        and waiting for its removal: the own entries ahead of it go, the rest waits. Once
+        that entry has stood at the head of the outbox (nothing ahead of it, so nothing in
+        its way) for the patience, it was left behind, and goes first. Another process's
+        entries after this process's last own one are left to it: it waits for ours."""
+        known = self.published.known(id)
+        own = self._own.pop(id, None)
         if not own or not self._patient:
+            self._heads.pop(id, None)
+            return [e for e in outbox if e["event_id"] not in known], False
+        ids = [entry["event_id"] for entry in outbox]
+        last = max((i for i, event_id in enumerate(ids) if event_id in own), default=-1)
+        other = next((i for i in range(last) if ids[i] not in own and ids[i] not in known), None)
+        if other is None or self._left_behind(id, ids, other):
+            self._heads.pop(id, None)
+            return [e for e in outbox[: last + 1] if e["event_id"] not in known], False
+        self._own[id] = own
+        return [e for e in outbox[:other] if e["event_id"] not in known], True
+
+    def _left_behind(self, id: int, ids: list[str], other: int) -> bool:
+        """Whether another process's entry at `other` has stood at the head of the outbox
+        for the patience; since when is kept from one look to the next."""
+        if other > 0:  # this process's own events are still ahead of it
+            self._heads.pop(id, None)
             return False
-        cutoff = datetime.now(UTC) - self._patience
-        return any(entry["event_id"] not in own and entry["at"] > cutoff for entry in pending)
+        now = time.monotonic()
+        head, since = self._heads.setdefault(id, (ids[0], now))
+        if head != ids[0]:
+            self._heads[id] = (ids[0], now)
+            return False
+        return now - since >= self._patience.total_seconds()
 
     def _look_again(self, id: int) -> None:
         if id not in self._later:
@@ -228,6 +261,7 @@ class OutboxRelay:
         except Exception:  # MongoDB or the broker away: the sweep publishes them
             log.warning("publishing the events of order %d failed; left for the sweep", id)
             self._own.pop(id, None)
+            self._heads.pop(id, None)
 
     def writing(self, ids: Collection[int]) -> contextlib.AbstractContextManager[None]:
         """Around a write of these orders and the publishing of its events."""
@@ -258,12 +292,16 @@ class OutboxRelay:
         return sum(len(ids) for _, ids in items)
 
     async def drain(self) -> None:
-        """At shutdown: remove every published event, then publish what is left, without
-        waiting for other processes' entries any longer."""
+        """At shutdown: publish the events waiting for another process's entries once those
+        leave (within the patience), remove every published event, then publish what is
+        left but other processes' young entries (their relays are on them)."""
+        deadline = time.monotonic() + self._patience.total_seconds() + 1
+        while self._later and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(list(self._later.values()), timeout=left)
         self._patient = False
         await self._stop_waiting()
         await self.settle(older_than=0)
-        await self.sweep(older_than=timedelta(0))
+        await self.sweep(older_than=self._patience)
 
     async def _stop_waiting(self) -> None:
         waiting = list(self._later.values())
@@ -271,6 +309,7 @@ class OutboxRelay:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
         self._own.clear()
+        self._heads.clear()
 
     async def _clear_batch(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> list[None]:
         """Remove published events from their outboxes, many orders in one round trip."""
@@ -349,7 +388,8 @@ class OutboxRelay:
                 log.warning("removing published events failed; retrying", exc_info=True)
 
     async def _sweep_periodically(self) -> None:
-        older_than = timedelta(0)  # at start-up, everything a previous run left behind
+        # At start-up, what a previous run left behind (but other processes' young entries).
+        older_than = self._patience
         while True:
             try:
                 published = await self.sweep(older_than=older_than)

@@ -5,6 +5,7 @@ write of the order for both), or, when no applier takes them, by the relay after
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import timedelta
 
@@ -213,3 +214,63 @@ async def test_an_entry_another_process_left_behind_is_published_first_after_the
     assert [e.routing_key for e in second.published] == ["order.placed", "order.status_changed"]
     await changer.drain()
     assert publisher.published == []
+
+
+async def test_two_processes_changing_one_order_in_turn_publish_each_event_once_in_order(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    """Each waits for the other's entries ahead of its own, and leaves those after its own
+    to the other; a chain of such waits outlasts the patience without repeating an event."""
+    relays = [
+        OutboxRelay(
+            db,
+            RecordingPublisher(publisher.published),
+            sweep_seconds=60,
+            grace_seconds=60,
+            settle_seconds=0.2,
+        )
+        for _ in range(2)
+    ]
+    first, second = (order_service(db, relay) for relay in relays)
+    running = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        order = (await first.place(place_order(), NO_DELIVERY)).order
+        turns = zip(
+            itertools.cycle((second, first)),
+            ("processing", "confirmed", "processing", "confirmed", "in_progress", "completed"),
+        )
+        for orders, status in turns:  # each waits for the other's event ahead of its own
+            await orders.act(
+                UpdateStatus(action="update_status", id=order.id, status=status), NO_DELIVERY
+            )
+
+        async def settled() -> bool:
+            left = await db[ORDERS].count_documents(WITH_OUTBOX)
+            return len(publisher.published) >= 7 and left == 0
+
+        await eventually(settled, timeout=10.0)
+    finally:
+        for task in running:
+            task.cancel()
+    versions = [json.loads(e.payload).get("version") for e in publisher.published]
+    assert versions == [None, 2, 3, 4, 5, 6, 7]
+    assert len({e.event_id for e in publisher.published}) == 7
+
+
+async def test_the_sweeps_of_start_up_and_shutdown_leave_another_process_young_entries_alone(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    placer = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+    await order_service(db, placer).place(place_order(), NO_DELIVERY)  # in its window
+    other = RecordingPublisher()
+    starting = OutboxRelay(db, other, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+    running = asyncio.create_task(starting.run())  # its start-up sweep
+    await asyncio.sleep(0.3)
+    running.cancel()
+    stopping = OutboxRelay(db, other, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+    await stopping.drain()  # its shutdown sweep
+    assert other.published == []
+
+    await asyncio.sleep(1.0)  # past the patience (2 x 0.2 + 0.5 s): left behind
+    await stopping.drain()
+    assert [e.routing_key for e in other.published] == ["order.placed"]
