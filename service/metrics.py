@@ -14,8 +14,9 @@ AMQP names.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 
 from aio_pika import IncomingMessage
 from aio_pika.abc import AbstractIncomingMessage
@@ -121,6 +122,44 @@ class _HandlerSeries:
         self.exceptions: Counter = container.received_processed_messages_exceptions_total
 
 
+class PublishMetrics:
+    """The Prometheus middleware's `published_*` series (labelled as it labels them) for
+    the events the worker publishes past FastStream (service/worker/publishing.py): the
+    total by status, the duration and the exceptions. Each destination's series are looked
+    up once."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._container = MetricsContainer(registry, metrics_prefix=PREFIX, custom_label_names=())
+        self._series: dict[str, tuple[dict[str, str], Counter, Histogram]] = {}
+
+    @contextlib.contextmanager
+    def publishing(self, exchange: str, routing_key: str) -> Iterator[None]:
+        """Around one publish (with its confirm) to `exchange` with `routing_key`."""
+        destination = f"{exchange}.{routing_key_label(routing_key)}"
+        series = self._series.get(destination)
+        if series is None:
+            labels = {"app_name": PREFIX, "broker": BROKER, "destination": destination}
+            series = self._series[destination] = (
+                labels,
+                self._container.published_messages_total.labels(status="success", **labels),
+                self._container.published_messages_duration_seconds.labels(**labels),
+            )
+        labels, succeeded, duration = series
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self._container.published_messages_exceptions_total.labels(
+                exception_type=type(exc).__name__, **labels
+            ).inc()
+            self._container.published_messages_total.labels(status="error", **labels).inc()
+            raise
+        else:
+            succeeded.inc()
+        finally:
+            duration.observe(time.perf_counter() - started)
+
+
 class ServiceMetrics:
     """The registry, the broker middleware that feeds it, and the service's own metrics."""
 
@@ -133,6 +172,7 @@ class ServiceMetrics:
             metrics_prefix=PREFIX,
         )
         self.intake = ConsumeMetrics(registry)
+        self.publishing = PublishMetrics(registry)
         self.errors = Counter(
             "errors",
             "Messages answered or dead-lettered with a contract error, by error code.",

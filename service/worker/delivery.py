@@ -22,7 +22,6 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 
 from service.adapters.events import event_payload
-from service.adapters.publishing import publish_event
 from service.amqp_decoding import UndecodableProperties, republishable, undecodable
 from service.application.clock import utc_now
 from service.application.delivery import Delivery
@@ -38,6 +37,7 @@ from service.metrics import ServiceMetrics
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
 from service.wire import decode_object, encode, payload_for_rejection
 from service.worker.admission import Admission
+from service.worker.publishing import EventChannel
 from service.worker.replies import ReplyQueues
 from service.worker.retries import (
     ATTEMPT_HEADER,
@@ -102,6 +102,9 @@ class Courier:
         self._reply_queues = ReplyQueues(settings.reply_queue_pattern)
         self._failpoints = Failpoints(settings.failpoints)
         self.admission = Admission(settings.max_in_flight_bytes)
+        self._events = EventChannel(
+            lambda: broker._connection, topology.events.name, metrics.publishing
+        )
 
     async def serve(
         self,
@@ -384,4 +387,4 @@ class Courier:
         self._metrics.dead_letter(routing_key, error.code)
 
     async def publish_event(self, event: PendingEvent) -> None:
-        await publish_event(self._broker, self._topology, event)
+        await self._events.publish(event)

@@ -1,0 +1,67 @@
+"""The worker's events, published past FastStream: on a channel of their own, with
+publisher confirms, straight through aio-pika.
+
+`RabbitBroker.publish` builds a publish command, runs it through the middlewares and the
+producer, and looks the exchange up, for each event: about a third of what publishing an
+event cost the worker (docs/benchmarks.md, "Issue 13, step six"). The event is the same
+message (persistent, `message_id` the event id, JSON), confirmed the same way, and
+counted in the same `published_*` series (`PublishMetrics`). Replies, dead letters and
+retries still go through the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from service.adapters.publishing import short_string
+from service.domain.records import PendingEvent
+from service.metrics import PublishMetrics
+
+
+class EventChannel:
+    def __init__(
+        self,
+        connection: Callable[[], AbstractRobustConnection | None],
+        exchange: str,
+        metrics: PublishMetrics,
+    ) -> None:
+        self._connection = connection
+        self._exchange_name = exchange
+        self._metrics = metrics
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._opening = asyncio.Lock()
+
+    async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
+        """The channel, opened with the first event (and restored by aio-pika with the
+        connection)."""
+        if self._channel is not None and self._exchange is not None:
+            return self._channel, self._exchange
+        async with self._opening:
+            if self._channel is None or self._exchange is None:
+                connection = self._connection()
+                if connection is None:
+                    raise ConnectionError("the broker is not connected")
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+                self._channel = channel
+            return self._channel, self._exchange
+
+    async def publish(self, event: PendingEvent) -> None:
+        """Publish persistently and return once the broker confirmed it; a refusal
+        (`DeliveryError`) or a lost connection raises."""
+        channel, exchange = await self._open()
+        await channel.ready()  # at once while the channel is open; else until restored
+        message = Message(
+            event.payload,
+            message_id=event.event_id,
+            correlation_id=short_string(event.correlation_id),
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+        )
+        with self._metrics.publishing(self._exchange_name, event.routing_key):
+            await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
