@@ -53,32 +53,26 @@ def _stamp(
 
 def fingerprint(command: BaseModel, *, without: frozenset[str]) -> str:
     """A hash of `command` in canonical JSON (sorted keys, decimals normalised, defaults
-    filled in), leaving out the fields in `without` (the key itself)."""
+    filled in), leaving out the fields in `without` (the key itself). The encoder walks the
+    plain JSON values itself and asks `_tagged` for the rest only."""
     canonical = json.dumps(
-        _canonical(command.model_dump(exclude=set(without))),
+        command.model_dump(exclude=set(without)),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
+        default=_tagged,
     )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_PLAIN = frozenset({str, int, bool, float, type(None)})
-
-
-def _canonical(value: Any) -> Any:
-    """`value` with decimals tagged and enums as their values. Plain JSON types come first,
-    by exact type: a large metadata object is mostly those."""
-    if type(value) in _PLAIN:
-        return value
-    if isinstance(value, dict | Mapping):
-        return {str(key): _canonical(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
+def _tagged(value: Any) -> Any:
+    """What JSON has no value for, in the canonical form: a decimal tagged, an enum by its
+    value (a `str` or `int` enum the encoder writes as its value already), any other
+    mapping as a dict."""
     if isinstance(value, Decimal):
         return {DECIMAL_TAG: "0" if value.is_zero() else format(value.normalize(), "f")}
     if isinstance(value, Enum):
-        return _canonical(value.value)
-    if isinstance(value, str | int | float):
-        return value
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
     raise TypeError(f"{type(value).__name__} has no canonical form")

@@ -177,3 +177,33 @@ def test_a_key_stored_without_a_fingerprint_replays_as_before() -> None:
     stored = RequestStamp(RequestKey("k-1"), None)
 
     assert is_repeat(RequestStamp(RequestKey("k-1"), "anything"), stored) is True
+
+
+def test_fingerprints_are_those_stored_by_earlier_versions() -> None:
+    """Orders keep the fingerprints of the requests that changed them: a redelivery after an
+    upgrade must still match (these values were taken with the earlier encoder, which
+    built the canonical form in Python before encoding it)."""
+    place = _place(
+        metadata={
+            "n": Decimal("1.50"),
+            "s": "x",
+            "l": [1, 2.5, True, None],
+            "d": {"z": 1, "a": "é"},
+        },
+        items=[item_body(price=Decimal("75.10")), item_body(product_id="2", quantity=3)],
+    )
+    assert _fingerprint_of_place(place) == (
+        "157f41150a624583f2839b176698bf90e95a5d9f987bcaeea20d955e825a774f"
+    )
+    assert (
+        _fingerprint_of_action(
+            {"id": 1, "action": "update_status", "status": "processing", "notes": "n"}
+        )
+        == "ce34ac0e1811523439ddf7db18470c0e80a67ce79ea7b041118d4de1c385fbd2"
+    )
+    assert (
+        _fingerprint_of_action(
+            {"id": 1, "action": "update_metadata", "metadata": {"gift": True, "n": 2.5}}
+        )
+        == "a6751737b35709517d38e4cde0477e2cf66afd0a2014c24110f52dcce047a7c0"
+    )
