@@ -62,9 +62,12 @@ class RelayPort(Protocol):
     """Publishes the events waiting in the outboxes, then removes them
     (service/store/outbox.py `OutboxRelay`)."""
 
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
+    async def flush(
+        self, id: int, pending: PendingEntries | None = None, *, written: str | None = None
+    ) -> int:
         """Publish the pending events of order `id` in order (`pending`: its outbox as a
-        write just left it; None: read it); how many went out. What fails stays."""
+        write just left it, `written` the id of that write's event; None: read it); how
+        many went out. What fails stays."""
 
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         """Publish the first events of orders just stored (by order id) and remove them

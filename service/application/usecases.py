@@ -193,7 +193,7 @@ class OrderService:
                 )
                 if pending is not None:
                     self._recent.remember(change.after)
-                    await self._relay.flush(order.id, pending)
+                    await self._relay.flush(order.id, pending, written=change.event.event_id)
                     return change.after
             order = None  # lost a race, or the remembered order was stale: read it again
         raise ConcurrentChange(version)

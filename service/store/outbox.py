@@ -177,17 +177,20 @@ class OutboxRelay:
             if not self._waiters[id]:
                 del self._waiters[id], self._locks[id]
 
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
+    async def flush(
+        self, id: int, pending: PendingEntries | None = None, *, written: str | None = None
+    ) -> int:
         """Publish the pending events of order `id` in order; return how many went out.
 
-        `pending` is the outbox as a write of this process just returned it (its last entry
-        is that write's event), which saves reading it again."""
+        `pending` is the outbox as a write of this process just returned it, which saves
+        reading it again, and `written` the id of that write's event (not necessarily the
+        last entry: another process may have written the order again meanwhile)."""
         async with self._order_lock(id):
             if pending is None:
                 doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
                 pending = [] if doc is None else doc.get("outbox", [])
-            elif pending and self._patient:
-                self._own.setdefault(id, set()).add(pending[-1]["event_id"])
+            if written is not None and self._patient:
+                self._own.setdefault(id, set()).add(written)
             ready, wait = self._ready(id, pending)
             if wait:
                 self._look_again(id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -255,6 +255,28 @@ async def test_two_processes_changing_one_order_in_turn_publish_each_event_once_
     versions = [json.loads(e.payload).get("version") for e in publisher.published]
     assert versions == [None, 2, 3, 4, 5, 6, 7]
     assert len({e.event_id for e in publisher.published}) == 7
+
+
+async def test_the_write_names_its_own_event_not_the_last_entry_of_the_outbox(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    """Another process may write the order between this write and its read-back: its event
+    is then the outbox's last entry, and stays its own to publish."""
+    now = datetime.now(UTC)
+    entries = [
+        {"event_id": name, "routing_key": "order.status_changed", "payload": "{}", "at": now}
+        for name in ("mine", "theirs")
+    ]
+    await db[ORDERS].insert_one({"_id": 1, "outbox": entries})
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+
+    assert await relay.flush(1, entries, written="mine") == 1
+    await asyncio.sleep(0.3)  # a look again, were it waiting (every 0.05 s)
+    assert [e.event_id for e in publisher.published] == ["mine"]
+    await db[ORDERS].update_one({"_id": 1}, {"$pull": {"outbox": {"event_id": "theirs"}}})
+    await relay.drain()  # their process published and removed theirs
+    assert [e.event_id for e in publisher.published] == ["mine"]
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
 
 
 async def test_the_sweeps_of_start_up_and_shutdown_leave_another_process_young_entries_alone(

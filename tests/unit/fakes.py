@@ -154,7 +154,9 @@ class FakeRelay:
         self.published: list[PendingEvent] = []
         self.down = False
 
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
+    async def flush(
+        self, id: int, pending: PendingEntries | None = None, *, written: str | None = None
+    ) -> int:
         stored = self._store.orders.get(id)
         if pending is None:
             pending = [] if stored is None else list(stored.outbox)
