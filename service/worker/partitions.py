@@ -63,6 +63,7 @@ from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
 from service.worker.consumers import QueueConsumer, delivered
 from service.worker.delivery import Courier, Work, channel_of
+from service.worker.publishing import ConfirmedExchange
 from service.worker.sequencing import Abandoned, DeliveryGate, Draining, OrderNumbers, Turn
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,8 @@ class ActionRouter:
         self.gate = DeliveryGate()
         self.numbers = numbers or OrderNumbers()
         self._connection = connection
-        self._channel: AbstractRobustChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._opening = asyncio.Lock()
+        self._forwarding = ConfirmedExchange(connection, topology.partition_exchange.name)
+        """The channel of the forwarded copies."""
         self._tails: dict[int, asyncio.Future[None]] = {}
         """Per partition, the future of the last copy admitted to it."""
         self._solo = solo
@@ -143,25 +143,8 @@ class ActionRouter:
         """Whether actions are applied here rather than forwarded."""
         self._next_try = 0.0
 
-    async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
-        """A channel of its own, with publisher confirms, for the forwarded copies (opened
-        once; every action asks for it)."""
-        if self._channel is not None and self._exchange is not None:
-            return self._channel, self._exchange
-        async with self._opening:
-            if self._channel is None or self._exchange is None:
-                connection = self._connection()
-                if connection is None:
-                    raise RuntimeError("the broker is not connected")
-                channel = await connection.channel(publisher_confirms=True)
-                self._exchange = await channel.get_exchange(
-                    self._topology.partition_exchange.name, ensure=False
-                )
-                self._channel = channel
-            return self._channel, self._exchange
-
     async def route(self, raw: AbstractIncomingMessage) -> None:
-        channel, exchange = await self._open()
+        channel, exchange = await self._forwarding.open()
         try:
             key = await self._order_key(raw)
         except Exception:  # too deep to parse, a lookup that failed for good: refused below

@@ -22,23 +22,20 @@ from service.domain.records import PendingEvent
 from service.metrics import PublishMetrics
 
 
-class EventChannel:
+class ConfirmedExchange:
+    """An exchange on a channel of its own with publisher confirms, opened on first use
+    (once; every publish asks for it) and restored by aio-pika with the connection."""
+
     def __init__(
-        self,
-        connection: Callable[[], AbstractRobustConnection | None],
-        exchange: str,
-        metrics: PublishMetrics,
+        self, connection: Callable[[], AbstractRobustConnection | None], name: str
     ) -> None:
         self._connection = connection
-        self._exchange_name = exchange
-        self._metrics = metrics
+        self._name = name
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._opening = asyncio.Lock()
 
-    async def _open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
-        """The channel, opened with the first event (and restored by aio-pika with the
-        connection)."""
+    async def open(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
         if self._channel is not None and self._exchange is not None:
             return self._channel, self._exchange
         async with self._opening:
@@ -47,14 +44,26 @@ class EventChannel:
                 if connection is None:
                     raise ConnectionError("the broker is not connected")
                 channel = await connection.channel(publisher_confirms=True)
-                self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+                self._exchange = await channel.get_exchange(self._name, ensure=False)
                 self._channel = channel
             return self._channel, self._exchange
+
+
+class EventChannel:
+    def __init__(
+        self,
+        connection: Callable[[], AbstractRobustConnection | None],
+        exchange: str,
+        metrics: PublishMetrics,
+    ) -> None:
+        self._exchange_name = exchange
+        self._exchange = ConfirmedExchange(connection, exchange)
+        self._metrics = metrics
 
     async def publish(self, event: PendingEvent) -> None:
         """Publish persistently and return once the broker confirmed it; a refusal
         (`DeliveryError`) or a lost connection raises."""
-        channel, exchange = await self._open()
+        channel, exchange = await self._exchange.open()
         await channel.ready()  # at once while the channel is open; else until restored
         message = Message(
             event.payload,

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from aio_pika.abc import AbstractRobustConnection
+from faststream.rabbit import RabbitBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -74,6 +76,17 @@ def order_service(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderServi
 @pytest.fixture
 def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
     return order_service(db, relay)
+
+
+@pytest.fixture
+async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    """The robust connection of a started FastStream broker on the session's vhost, as the
+    worker's own consumers and channels get it."""
+    broker = RabbitBroker(amqp_url)
+    async with broker:
+        await broker.start()
+        assert broker._connection is not None
+        yield broker._connection
 
 
 @pytest.fixture

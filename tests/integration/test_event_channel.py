@@ -5,13 +5,10 @@ refusal raises and counts as an error."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aio_pika
 import pytest
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import AbstractRobustConnection
-from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
 
 from service.domain.records import PendingEvent
@@ -20,15 +17,6 @@ from service.worker.publishing import EventChannel
 
 EXCHANGE = "events.channel"  # the test vhost goes at the end of the session
 EVENT = PendingEvent("event-1", "order.placed", b'{"event_id": "event-1"}', "c" * 300)
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    broker = RabbitBroker(amqp_url)
-    async with broker:
-        await broker.start()
-        assert broker._connection is not None
-        yield broker._connection
 
 
 def _sample(registry: CollectorRegistry, name: str, destination: str, **labels: str) -> float:

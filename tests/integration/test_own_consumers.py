@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from faststream.rabbit import RabbitBroker
 
 from service.worker.consumers import QueueConsumer
 from tests.e2e.waiting import eventually
@@ -38,15 +37,6 @@ class Blocking:
         await self.release.wait()
         await raw.ack()
         self.acked += 1
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    broker = RabbitBroker(amqp_url)
-    async with broker:
-        await broker.start()
-        assert broker._connection is not None
-        yield broker._connection
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused
     async def opened() -> tuple[Any, Any]:
         return Channel(), exchange
 
-    forwarding._open = opened  # type: ignore[method-assign]
+    forwarding._forwarding.open = opened  # type: ignore[method-assign]
     deliveries = [delivery(tag) for tag in range(1, 5)]
     await asyncio.gather(*(forwarding.route(raw) for raw in reversed(deliveries)))
 

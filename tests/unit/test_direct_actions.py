@@ -111,7 +111,7 @@ class Setup:
         async def opened() -> tuple[Any, Any]:
             return Channel(), self.exchange
 
-        self.router._open = opened  # type: ignore[method-assign]
+        self.router._forwarding.open = opened  # type: ignore[method-assign]
 
     def action(self, order: int) -> Any:
         self.tag += 1
