@@ -131,7 +131,6 @@ class ActionRouter:
         action whose routing failed is left unacked, to come back in its place so."""
         self.gate = DeliveryGate()
         self.numbers = numbers or OrderNumbers()
-        self._connection = connection
         self._forwarding = ConfirmedExchange(connection, topology.partition_exchange.name)
         """The channel of the forwarded copies."""
         self._tails: dict[int, asyncio.Future[None]] = {}
