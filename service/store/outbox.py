@@ -7,10 +7,13 @@ Events of one order are published in version order, under a per-order lock.
 
 Removing a published event is one more write of its order. The rollup applier writes the
 same order anyway, to take its rollup deltas, so published events wait in this process's
-`PublishedEvents` for the applier to remove them in that write; those it has not taken
-after `settle_seconds` are removed by the relay. Until then this relay does not publish
-them again. A crash in between leaves them in the outbox: the sweep publishes them once
-more (a repeated event id, as after any crash between publishing and removing).
+`PublishedEvents` for the applier to remove them in that write. The relay removes those an
+applier round that began after their publishing left, once they are `settle_seconds` old,
+and any at 1.5 x `settle_seconds`; never while a round of this process runs (its write of
+the same orders would conflict with the round's transaction and make it start over). Until
+then this relay does not publish them again. A crash in between leaves them in the outbox:
+the sweep publishes them once more (a repeated event id, as after any crash between
+publishing and removing).
 
 Another process's relay cannot tell a published event waiting in the outbox from one not
 published yet. So a relay that finds entries it does not know ahead of its own new events
@@ -45,6 +48,10 @@ from service.store.client import ORDERS, Document
 
 log = logging.getLogger(__name__)
 
+SETTLE_AT_MOST = 1.5
+"""A published event no applier round could take yet is removed by the relay at this
+many times `settle_seconds`, well within the patience of another process's relay."""
+
 BACKLOG_PIPELINE: list[Document] = [
     # Through the partial `outbox_pending` index: only orders with pending events are in it,
     # and every entry has its timestamp `at`.
@@ -68,6 +75,12 @@ class PublishedEvents:
         self._since: deque[tuple[float, int]] = deque()
         """(when, order id) as they were added, oldest first; entries already removed
         from `_by_order` are skipped when they come up."""
+        self._rounds = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._looked_at = float("-inf")
+        """When the latest applier round that completed began: events added before it
+        were there for the round to take."""
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._by_order.values())
@@ -84,6 +97,25 @@ class PublishedEvents:
             for id in ids:
                 if self._writing[id] <= 0:
                     del self._writing[id]
+
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        """Around one round of the rollup applier (its transaction and `forget`)."""
+        began = self._clock()
+        self._rounds += 1
+        self._idle.clear()
+        try:
+            yield
+            self._looked_at = max(self._looked_at, began)
+        finally:
+            self._rounds -= 1
+            if not self._rounds:
+                self._idle.set()
+
+    async def no_round(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Once no applier round runs, or after `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     def in_flight(self) -> list[int]:
         """The orders being written and published right now."""
@@ -110,10 +142,16 @@ class PublishedEvents:
                 if not left:
                     del self._by_order[id]
 
-    def due(self, older_than: float) -> dict[int, frozenset[str]]:
+    def due(
+        self, older_than: float, *, unless_new: float | None = None
+    ) -> dict[int, frozenset[str]]:
         """The events added at least `older_than` seconds ago (and any added to the same
-        orders since)."""
-        cutoff = self._clock() - older_than
+        orders since). With `unless_new`: of those, the ones added before the latest
+        completed applier round began, or at least `unless_new` seconds ago."""
+        now = self._clock()
+        cutoff = now - older_than
+        if unless_new is not None:
+            cutoff = min(cutoff, max(self._looked_at, now - unless_new))
         due: dict[int, frozenset[str]] = {}
         while self._since and self._since[0][0] <= cutoff:
             _, id = self._since.popleft()
@@ -278,9 +316,15 @@ class OutboxRelay:
             await self._clear.submit((id, tuple(event_ids)))
 
     async def settle(self, *, older_than: float | None = None) -> int:
-        """Remove the published events the applier has not taken after `older_than`
-        seconds (default `settle_seconds`); how many."""
-        due = self.published.due(self._settle_seconds if older_than is None else older_than)
+        """Remove the published events the applier has not taken (the module's docstring),
+        or all those published at least `older_than` seconds ago; how many."""
+        if older_than is None:
+            await self.published.no_round(timeout=self._settle_seconds)
+            due = self.published.due(
+                self._settle_seconds, unless_new=SETTLE_AT_MOST * self._settle_seconds
+            )
+        else:
+            due = self.published.due(older_than)
         if not due:
             return 0
         items = [(id, tuple(ids)) for id, ids in due.items()]
@@ -382,7 +426,7 @@ class OutboxRelay:
         if self._settle_seconds <= 0:
             return
         while True:
-            await asyncio.sleep(self._settle_seconds / 2)
+            await asyncio.sleep(self._settle_seconds / 4)
             try:
                 await self.settle()
             except asyncio.CancelledError:

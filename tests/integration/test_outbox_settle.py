@@ -143,6 +143,50 @@ def test_published_events_come_due_in_the_order_they_were_published() -> None:
     assert len(published) == 1  # due does not forget: only a removal does
 
 
+def test_an_event_no_applier_round_could_take_yet_waits_longer() -> None:
+    now = [0.0]
+    published = PublishedEvents(clock=lambda: now[0])
+    published.add(1, ["a"])
+    now[0] = 1.0
+    # Old enough, but no round has begun since it was published: due at 1.5 s only.
+    assert published.due(1.0, unless_new=1.5) == {}
+    now[0] = 1.5
+    assert published.due(1.0, unless_new=1.5) == {1: frozenset({"a"})}
+
+    published.add(2, ["b"])
+    now[0] = 2.0
+    with published.round():  # begins after "b" was published
+        now[0] = 2.6
+    assert published.due(0.5, unless_new=1.5) == {2: frozenset({"b"})}
+
+    published.add(3, ["c"])
+    now[0] = 3.0
+    with pytest.raises(RuntimeError), published.round():  # a round that failed took nothing
+        raise RuntimeError
+    now[0] = 3.7
+    assert published.due(0.5, unless_new=1.5) == {}
+    now[0] = 4.2
+    assert published.due(0.5, unless_new=1.5) == {3: frozenset({"c"})}
+
+
+async def test_the_relay_removes_nothing_while_an_applier_round_runs(
+    db: AsyncDatabase[Document], publisher: RecordingPublisher
+) -> None:
+    """Its write of the same orders would make the round's transaction start over."""
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+    orders = order_service(db, relay)
+    await orders.place(place_order(), NO_DELIVERY)
+    await asyncio.sleep(0.35)  # due by age alone (1.5 x settle)
+    with relay.published.round():
+        settling = asyncio.create_task(relay.settle())
+        await asyncio.sleep(0.1)
+        assert not settling.done()
+        assert await db[ORDERS].count_documents(WITH_OUTBOX) == 1
+    assert await settling == 1
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
+    assert len(relay.published) == 0
+
+
 async def test_the_applier_leaves_orders_being_written_for_its_next_round(
     db: AsyncDatabase[Document],
     client: AsyncMongoClient[Document],

@@ -115,11 +115,16 @@ class RollupApplier:
     async def apply_once(self) -> int:
         """Move one batch of pending deltas into the rollups; return how many orders."""
         self._removed = {}
-        async with self._client.start_session() as session:
-            applied = await session.with_transaction(self._apply)
-        if self._published is not None:
+        if self._published is None:
+            return await self._transaction()
+        with self._published.round():
+            applied = await self._transaction()
             self._published.forget(self._removed)
         return applied
+
+    async def _transaction(self) -> int:
+        async with self._client.start_session() as session:
+            return await session.with_transaction(self._apply)
 
     async def run(self, interval: float) -> None:
         """Apply pending deltas until cancelled; outages are waited out."""
