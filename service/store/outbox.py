@@ -9,9 +9,11 @@ Removing a published event is one more write of its order. The rollup applier wr
 same order anyway, to take its rollup deltas, so published events wait in this process's
 `PublishedEvents` for the applier to remove them in that write. The relay removes those an
 applier round that began after their publishing left, once they are `settle_seconds` old,
-and any at 1.5 x `settle_seconds`; never while a round of this process runs (its write of
-the same orders would conflict with the round's transaction and make it start over). Until
-then this relay does not publish them again. A crash in between leaves them in the outbox:
+and any at 1.5 x `settle_seconds`; it waits for a running round of this process to end
+first, for up to a quarter of `settle_seconds` (its write of the same orders would conflict
+with the round's transaction and make it start over). So an event leaves within
+2 x `settle_seconds`, inside the patience of another process's relay (below). Until then
+this relay does not publish them again. A crash in between leaves them in the outbox:
 the sweep publishes them once more (a repeated event id, as after any crash between
 publishing and removing).
 
@@ -319,7 +321,7 @@ class OutboxRelay:
         """Remove the published events the applier has not taken (the module's docstring),
         or all those published at least `older_than` seconds ago; how many."""
         if older_than is None:
-            await self.published.no_round(timeout=self._settle_seconds)
+            await self.published.no_round(timeout=self._settle_seconds / 4)
             due = self.published.due(
                 self._settle_seconds, unless_new=SETTLE_AT_MOST * self._settle_seconds
             )

@@ -169,20 +169,28 @@ def test_an_event_no_applier_round_could_take_yet_waits_longer() -> None:
     assert published.due(0.5, unless_new=1.5) == {3: frozenset({"c"})}
 
 
-async def test_the_relay_removes_nothing_while_an_applier_round_runs(
+async def test_the_relay_waits_a_little_for_a_running_applier_round(
     db: AsyncDatabase[Document], publisher: RecordingPublisher
 ) -> None:
-    """Its write of the same orders would make the round's transaction start over."""
-    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=0.2)
+    """Its write of the same orders would make the round's transaction start over; but it
+    waits a quarter of the window at most, so an event still leaves within twice the
+    window (inside the patience of another process's relay)."""
+    relay = OutboxRelay(db, publisher, sweep_seconds=60, grace_seconds=60, settle_seconds=0.8)
     orders = order_service(db, relay)
     await orders.place(place_order(), NO_DELIVERY)
-    await asyncio.sleep(0.35)  # due by age alone (1.5 x settle)
+    await asyncio.sleep(1.25)  # due by age alone (1.5 x settle)
     with relay.published.round():
         settling = asyncio.create_task(relay.settle())
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         assert not settling.done()
         assert await db[ORDERS].count_documents(WITH_OUTBOX) == 1
     assert await settling == 1
+    assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
+
+    await orders.place(place_order(), NO_DELIVERY)
+    await asyncio.sleep(1.25)
+    with relay.published.round():  # a round that outlasts the wait
+        assert await asyncio.wait_for(relay.settle(), timeout=2.0) == 1
     assert await db[ORDERS].count_documents(WITH_OUTBOX) == 0
     assert len(relay.published) == 0
 
