@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 SETTLE_AT_MOST = 1.5
 """A published event no applier round could take yet is removed by the relay at this
-many times `settle_seconds`, well within the patience of another process's relay."""
+many times `settle_seconds` (plus a look's delay and the wait for a running round: within
+2 x `settle_seconds`, inside the patience of another process's relay)."""
 
 BACKLOG_PIPELINE: list[Document] = [
     # Through the partial `outbox_pending` index: only orders with pending events are in it,
