@@ -25,9 +25,11 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from faststream.message import StreamMessage
 from faststream.rabbit.message import RabbitMessage
 
 from service.metrics import ConsumeMetrics
+from service.worker import acks
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,28 @@ Handle = Callable[[AbstractIncomingMessage], Awaitable[None]]
 """What becomes of one delivery: it acks, nacks or leaves it unacked itself."""
 
 
+class Delivered(RabbitMessage):
+    """A delivery of the worker's own consumers: its ack goes out with the others of its
+    channel done at the same time (service/worker/acks.py); a nack or reject goes at once,
+    and is recorded as settled once its frame is queued."""
+
+    async def ack(self, multiple: bool = False) -> None:
+        await StreamMessage.ack(self)
+        if not self.raw_message.locked:
+            await acks.ack(self.raw_message)
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        await super().nack(multiple=multiple, requeue=requeue)
+        acks.settled(self.raw_message)
+
+    async def reject(self, requeue: bool = False) -> None:
+        await super().reject(requeue=requeue)
+        acks.settled(self.raw_message)
+
+
 def delivered(raw: AbstractIncomingMessage) -> RabbitMessage:
     """A raw delivery as the courier takes it (aio-pika's consumers get `IncomingMessage`s)."""
-    return RabbitMessage(
+    return Delivered(
         body=raw.body,
         headers=raw.headers,
         reply_to=raw.reply_to or "",

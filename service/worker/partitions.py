@@ -61,6 +61,7 @@ from service.application.retries import TransientExhausted, with_retries
 from service.metrics import ConsumeMetrics, ServiceMetrics
 from service.store.membership import Member, Membership
 from service.topology import ACTION, Topology
+from service.worker import acks
 from service.worker.consumers import QueueConsumer, delivered
 from service.worker.delivery import Courier, Work, channel_of
 from service.worker.publishing import ConfirmedExchange
@@ -190,7 +191,7 @@ class ActionRouter:
             if self._tails.get(partition) is mine:
                 del self._tails[partition]
         if forwarded:
-            await raw.ack()
+            await acks.ack(raw)
 
     async def _apply(self, raw: AbstractIncomingMessage, turn: Turn, partition: int) -> None:
         """Apply an action here, in its turn, as its partition's consumer would."""
@@ -499,7 +500,7 @@ class PartitionConsumers:
         if not await self._courier.admission.admit_in_order(channel_of(raw), raw.delivery_tag or 0):
             return  # left unacked: requeued in its place when the channel closes
         with contextlib.suppress(Exception):
-            await raw.ack()
+            await acks.ack(raw)
         if self._barriers is not None:
             text = token.decode(errors="replace") if isinstance(token, bytes) else str(token)
             self._barriers.passed(text, partition)
