@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from faststream.rabbit import RabbitBroker
 
 from service.domain.records import PendingEvent
 from service.topology import Topology
+
+
+class EventProperties(TypedDict):
+    message_id: str
+    correlation_id: str | None
+    content_type: str
+
+
+def event_properties(event: PendingEvent) -> EventProperties:
+    """The AMQP properties of an event's message, wherever it is published from (the
+    gateway here, the worker in service/worker/publishing.py); both publish it persistent."""
+    return {
+        "message_id": event.event_id,
+        "correlation_id": short_string(event.correlation_id),
+        "content_type": "application/json",
+    }
 
 
 async def publish_event(broker: RabbitBroker, topology: Topology, event: PendingEvent) -> None:
@@ -14,11 +32,9 @@ async def publish_event(broker: RabbitBroker, topology: Topology, event: Pending
         event.payload,
         exchange=topology.events,
         routing_key=event.routing_key,
-        message_id=event.event_id,
-        correlation_id=short_string(event.correlation_id),
-        content_type="application/json",
         persist=True,
         mandatory=False,
+        **event_properties(event),
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
-from service.adapters.publishing import short_string
+from service.adapters.publishing import event_properties
 from service.domain.records import PendingEvent
 from service.metrics import PublishMetrics
 
@@ -66,11 +66,7 @@ class EventChannel:
         channel, exchange = await self._exchange.open()
         await channel.ready()  # at once while the channel is open; else until restored
         message = Message(
-            event.payload,
-            message_id=event.event_id,
-            correlation_id=short_string(event.correlation_id),
-            content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT,
+            event.payload, delivery_mode=DeliveryMode.PERSISTENT, **event_properties(event)
         )
         with self._metrics.publishing(self._exchange_name, event.routing_key):
             await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
