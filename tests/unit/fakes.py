@@ -263,9 +263,35 @@ class World:
         return [json.loads(event.payload) for event in self.relay.published]
 
 
+class DeliveryChannel:
+    """The channel deliveries came on, as the worker's acks use it (service/worker/acks.py):
+    `acked` lists the message ids acked, in the order their frames went (a multiple ack:
+    every delivery up to its tag not acked yet, in tag order)."""
+
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.deliveries: dict[int, str] = {}
+        self.acked: list[str] = []
+
+    async def ready(self) -> None:
+        return None
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        tags = (
+            [t for t in sorted(self.deliveries) if t <= delivery_tag]
+            if multiple
+            else [delivery_tag]
+        )
+        self.acked.extend(self.deliveries.pop(tag) for tag in tags)
+
+
 def incoming(message_id: str, channel: Any, **fields: Any) -> Any:
     """A raw delivery as aio-pika hands it over (the properties the action router and the
-    courier read), on `channel`; `fields` add to or replace them (`body`, `delivery_tag`)."""
+    courier read), on `channel`; `fields` add to or replace them (`body`, `delivery_tag`).
+    On a `DeliveryChannel`, with a `delivery_tag`, its ack is recorded there."""
+    if isinstance(channel, DeliveryChannel) and "delivery_tag" in fields:
+        channel.deliveries[fields["delivery_tag"]] = message_id
     return SimpleNamespace(
         **{
             "body": b"{}",
@@ -281,6 +307,7 @@ def incoming(message_id: str, channel: Any, **fields: Any) -> Any:
             "type": None,
             "app_id": None,
             "channel": channel,
+            "lock": lambda: None,
             **fields,
         }
     )

@@ -18,7 +18,7 @@ from service.topology import topology
 from service.worker import partitions
 from service.worker.partitions import ActionRouter
 from service.worker.sequencing import OrderedRunner
-from tests.unit.fakes import incoming
+from tests.unit.fakes import DeliveryChannel, incoming
 
 
 class Channel:
@@ -90,20 +90,10 @@ async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused
     """The first copy is refused twice; the second, admitted after it, waits for it."""
     exchange = RefusingExchange(refusals=2, delay=0.005)
     forwarding = router()
-    acked: list[str] = []
-
-    delivered_on = Channel()  # one channel: delivery tags 1, 2, 3, 4
+    delivered_on = DeliveryChannel()  # one channel: delivery tags 1, 2, 3, 4
 
     def delivery(tag: int) -> Any:
-        raw = action(str(tag), delivered_on)
-        raw.delivery_tag = tag
-        raw.body = b'{"id": 8}'  # partition 0 of 8
-
-        async def ack() -> None:
-            acked.append(raw.message_id)
-
-        raw.ack = ack
-        return raw
+        return incoming(str(tag), delivered_on, delivery_tag=tag, body=b'{"id": 8}')  # partition 0
 
     async def opened() -> tuple[Any, Any]:
         return Channel(), exchange
@@ -115,7 +105,7 @@ async def test_one_partitions_copies_go_out_in_admission_order_even_when_refused
     confirmed = [message_id for _, message_id in exchange.published[2:]]
     assert [message_id for _, message_id in exchange.published[:2]] == ["1", "1"]
     assert confirmed == ["1", "2", "3", "4"]
-    assert acked == ["1", "2", "3", "4"]
+    assert delivered_on.acked == ["1", "2", "3", "4"]
 
 
 def test_a_copy_carries_headers_pamqp_decoded_but_cannot_encode_again() -> None:

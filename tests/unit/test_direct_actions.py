@@ -18,7 +18,7 @@ from service.worker import partitions
 from service.worker.admission import Admission
 from service.worker.partitions import BARRIER_HEADER, ActionRouter, Barriers, Ownership, Solo
 from service.worker.sequencing import Turn
-from tests.unit.fakes import incoming
+from tests.unit.fakes import DeliveryChannel, incoming
 
 PARTITIONS = topology(Settings()).partitions
 
@@ -104,8 +104,7 @@ class Setup:
             transient_retry_seconds=1,
             solo=Solo(self.ownership, barriers),
         )
-        self.acked: list[str] = []
-        self.channel = Channel()
+        self.channel = DeliveryChannel()
         self.tag = 0
 
         async def opened() -> tuple[Any, Any]:
@@ -115,7 +114,7 @@ class Setup:
 
     def action(self, order: int) -> Any:
         self.tag += 1
-        raw = incoming(
+        return incoming(
             f"a{self.tag}",
             self.channel,
             body=f'{{"id": {order}}}'.encode(),
@@ -123,11 +122,9 @@ class Setup:
             routing_key="orders.action",
         )
 
-        async def ack() -> None:
-            self.acked.append(raw.message_id)
-
-        raw.ack = ack
-        return raw
+    @property
+    def acked(self) -> list[str]:
+        return self.channel.acked
 
     async def route(self, *orders: int) -> None:
         await asyncio.gather(*(self.router.route(self.action(order)) for order in orders))
