@@ -48,7 +48,7 @@ class ChangeWrite(NamedTuple):
     payload: bytes
 
 
-def _placement_document(placement: Placement) -> Document:
+def placement_document(placement: Placement) -> Document:
     doc = order_document(placement.order) | {
         "outbox": [outbox_entry(placement.event, placement.correlation_id, placement.payload)],
         "rollups_pending": place_deltas(placement.order),
@@ -107,7 +107,7 @@ class OrderStore:
         """Store new orders, each with its `order.placed` event in the outbox, in one
         unordered `insert_many`, after their search texts. Per placement: None, or the
         duplicate it ran into."""
-        docs = [_placement_document(p) for p in placements]
+        docs = [placement_document(p) for p in placements]
         await self._texts.remember(self._db, (doc["search_text"] for doc in docs))
         try:
             await self._orders.insert_many(docs, ordered=False)
