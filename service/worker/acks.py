@@ -52,9 +52,9 @@ class ChannelAcks:
         self._timer: asyncio.TimerHandle | None = None
 
     def ack(self, tag: int) -> asyncio.Future[None]:
-        """Ack `tag` with the others done by the next turn of the loop (or, behind a
-        delivery still in work, within `HOLD_SECONDS`); the future is done once its frame is
-        queued, or fails as `basic_ack` would."""
+        """Ack `tag` with the others done within `GATHER_SECONDS` (behind a delivery still
+        in work, within `HOLD_SECONDS`); the future is done once its frame is queued, or
+        fails as `basic_ack` would."""
         done = self._waiting.get(tag)
         if done is None:
             done = self._waiting[tag] = asyncio.get_running_loop().create_future()
@@ -79,7 +79,8 @@ class ChannelAcks:
             self._settled.discard(tag)
             tag += 1
         self._floor = tag
-        sent = {t: waiting.pop(t) for t in [t for t in waiting if top is not None and t <= top]}
+        in_run = [t for t in waiting if top is not None and t <= top]
+        sent = {t: waiting.pop(t) for t in in_run}
         singles: list[int] = []
         if not waiting:
             self._held_since = None
