@@ -19,6 +19,8 @@ class Target:
     key: str
     text: str
     check: Callable[[dict[str, Any]], bool | None]
+    scale: str | None = None
+    """The only scale the target is asked at (None: every scale)."""
 
 
 def _at_least(key: str, bound: float) -> Target:
@@ -27,6 +29,15 @@ def _at_least(key: str, bound: float) -> Target:
 
 def _at_most(key: str, bound: float) -> Target:
     return Target(key, f"<= {bound:g}", lambda r: _cmp(r.get(key), lambda v: v <= bound))
+
+
+def _at_most_at_small_scale(key: str, bound: float) -> Target:
+    return Target(
+        key,
+        f"<= {bound:g} at small scale",
+        lambda r: _cmp(r.get(key), lambda v: v <= bound),
+        scale="small",
+    )
 
 
 def _cmp(value: Any, test: Callable[[float], bool]) -> bool | None:
@@ -58,6 +69,8 @@ TARGETS = (
     _at_most("mongod_docs_written_per_place", 2),
     _at_most("mongod_docs_written_per_action", 2),
     _at_most("rpc_get_p99_ms", 5),
+    _at_most_at_small_scale("rpc_list_p99_ms", 25),
+    _at_most_at_small_scale("rpc_stats_p99_ms", 25),
     _at_most("list_first_page_p99_ms", 25),
     _at_most("list_search_p50_ms", 250),
     Target("list_cursor_deep_page_ms", "<= 2x cursor first page", _cursor),
@@ -125,6 +138,8 @@ TABLE_KEYS = (
 def verdicts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for target in TARGETS:
+        if target.scale is not None and result.get("scale") != target.scale:
+            continue  # not asked at this scale: no verdict
         met = target.check(result)
         out[target.key] = {
             "target": target.text,
