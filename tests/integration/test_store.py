@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine, Sequence
 from decimal import Decimal
 from itertools import chain, repeat
+from typing import Any, TypeVar
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -13,11 +15,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 from orders_vocabulary.statuses import OrderStatus
 from schemas.commands import CancelOrder, CompleteOrder, OrderActionAdapter, UpdateStatus
 from schemas.queries import GetOrder
+from service.adapters.events import event_payload
+from service.application.clock import utc_now
+from service.application.commands import order_action
 from service.application.delivery import Delivery
+from service.application.idempotency import action_stamp
 from service.application.usecases import OrderService
 from service.domain.errors import InvalidTransition, OrderNotFound, VersionConflict
+from service.domain.model import Order
+from service.domain.order import decide
+from service.domain.records import PendingEntries
 from service.store.client import Document
-from service.store.orders import OrderStore
+from service.store.orders import ChangeWrite, OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
@@ -25,6 +34,7 @@ from tests.integration.builders import CURSORS, place_order
 from tests.integration.conftest import RecordingPublisher
 
 NO_DELIVERY = Delivery()
+T = TypeVar("T")
 
 
 async def test_place_stores_the_order_with_sequential_ids_and_publishes_its_event(
@@ -239,3 +249,76 @@ async def test_in_one_write_batch_only_one_of_twenty_actions_at_one_version_wins
     final = await orders.get(GetOrder(id=order.id))
     assert (final.version, final.status) == (2, winners[0].status)
     assert [e.routing_key for e in publisher.published].count("order.status_changed") == 1
+
+
+class GatedStore(OrderStore):
+    """The store, with each batch of reads by id or of changes recorded (`started` set) and
+    held until `gate` opens, so that arrivals meanwhile are seen by the batchers."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.loads: list[list[int]] = []
+        self.writes: list[list[int]] = []
+
+    async def _by_ids(self, ids: Sequence[int]) -> list[Order | None]:
+        self.loads.append(list(ids))
+        self.started.set()
+        await self.gate.wait()
+        return await super()._by_ids(ids)
+
+    async def _apply_batch(
+        self, items: Sequence[ChangeWrite]
+    ) -> list[list[Document] | BaseException | None]:
+        self.writes.append([write.change.before.id for write in items])
+        self.started.set()
+        await self.gate.wait()
+        return await super()._apply_batch(items)
+
+
+async def _one_per_turn(calls: list[Coroutine[Any, Any, T]]) -> list[asyncio.Task[T]]:
+    """Start each call in a loop turn of its own."""
+    tasks = []
+    for call in calls:
+        tasks.append(asyncio.create_task(call))
+        await asyncio.sleep(0)
+    return tasks
+
+
+async def test_reads_by_id_arriving_while_one_is_out_wait_for_it_and_share_the_next_find(
+    db: AsyncDatabase[Document], orders: OrderService
+) -> None:
+    placed = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(6)]
+    store = GatedStore(db)
+    first = asyncio.create_task(store.by_id(placed[0].id))
+    await store.started.wait()
+    rest = await _one_per_turn([store.by_id(order.id) for order in placed[1:]])
+    store.gate.set()
+    found = await asyncio.gather(first, *rest)
+
+    assert [order.id for order in found if order is not None] == [o.id for o in placed]
+    assert store.loads == [[placed[0].id], [order.id for order in placed[1:]]]
+
+
+async def test_changes_arriving_while_a_write_is_out_wait_for_it_and_share_the_next(
+    db: AsyncDatabase[Document], orders: OrderService
+) -> None:
+    placed = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(6)]
+    store = GatedStore(db)
+
+    def change(order: Order) -> Coroutine[Any, Any, PendingEntries | None]:
+        action = UpdateStatus(action="update_status", id=order.id, status="processing")
+        request = action_stamp(action, f"act-{order.id}")
+        decided = decide(order, order_action(action), request, utc_now())
+        assert decided is not None
+        return store.apply(decided, None, event_payload(decided.event))
+
+    first = asyncio.create_task(change(placed[0]))
+    await store.started.wait()
+    rest = await _one_per_turn([change(order) for order in placed[1:]])
+    store.gate.set()
+    written = await asyncio.gather(first, *rest)
+
+    assert all(pending is not None and len(pending) == 1 for pending in written)
+    assert store.writes == [[placed[0].id], [order.id for order in placed[1:]]]
