@@ -43,17 +43,26 @@ class Delivered(RabbitMessage):
     and is recorded as settled once its frame is queued."""
 
     async def ack(self, multiple: bool = False) -> None:
+        _single(multiple)
         await StreamMessage.ack(self)
         if not self.raw_message.locked:
             await acks.ack(self.raw_message)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
-        await super().nack(multiple=multiple, requeue=requeue)
+        _single(multiple)
+        await super().nack(requeue=requeue)
         acks.settled(self.raw_message)
 
     async def reject(self, requeue: bool = False) -> None:
         await super().reject(requeue=requeue)
         acks.settled(self.raw_message)
+
+
+def _single(multiple: bool) -> None:
+    """A delivery settles itself alone: a `multiple` ack or nack would settle the deliveries
+    of its channel still in work too (the channel's acks already go together, acks.py)."""
+    if multiple:
+        raise ValueError("a delivery is acked or nacked on its own, not with `multiple`")
 
 
 def delivered(raw: AbstractIncomingMessage) -> RabbitMessage:

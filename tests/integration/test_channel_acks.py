@@ -154,3 +154,18 @@ async def test_an_ack_on_a_closed_channel_fails_as_a_direct_ack_would(
 
     with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
         await acks.ack(received.messages[0])
+
+
+async def test_a_multiple_ack_or_nack_of_one_delivery_is_refused_and_sends_nothing(
+    received: Received, connection: AbstractRobustConnection
+) -> None:
+    await received.take(5)
+    *_, four, five = received.messages
+
+    with pytest.raises(ValueError, match="multiple"):
+        await delivered(five).ack(multiple=True)
+    with pytest.raises(ValueError, match="multiple"):
+        await delivered(four).nack(multiple=True)
+
+    assert received.frames == []
+    assert await received.left_after_close(connection) == [b"1", b"2", b"3", b"4", b"5"]
