@@ -1,0 +1,238 @@
+"""A change feed of the orders: one process at a time reads the orders collection's change
+stream from a checkpoint and hands each batch of changes on; the checkpoint moves in the
+same transaction as the batch's writes. The step toward one write per change
+(docs/design.md, "Toward one write per change"): what waits in an order for a second write
+today (its event, its rollup deltas) can be taken from the stream instead.
+
+- **One reader at a time.** The reader holds a lease on its feed's document in `feeds`,
+  renewed while it reads (times are the server's). Another process takes the feed over
+  once the lease lapses: its reader died, or lost MongoDB. Every move of the checkpoint is
+  fenced by the lease's token, so a reader that lost its lease cannot move it any more;
+  the batch it was on is read again by the new reader.
+- **At least once, then exactly once.** `ChangeHandler.deliver` runs before the
+  transaction (publishing, say) and may see a batch again after a crash or a takeover;
+  `ChangeHandler.apply` runs in the transaction that moves the checkpoint (adding to
+  rollups, say), so its writes take each change exactly once.
+- **In oplog order.** Changes come in the order their writes committed: one order's
+  changes in the order they were written.
+- **Batches grow with the load.** A batch is what the stream holds when the reader comes
+  back for more (up to `max_batch`): one change when idle, many when busy, no wait added.
+
+`pending` reads, for a caller's snapshot of what the feed's handler wrote, the changes
+that snapshot does not hold yet: from the checkpoint the snapshot saw to the end of the
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bson.timestamp import Timestamp
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from service.store.client import ORDERS, Document
+
+log = logging.getLogger(__name__)
+
+FEEDS = "feeds"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LEASE_SECONDS = 10.0
+"""How long a reader's lease lasts unless renewed; it is renewed every third of that."""
+MAX_BATCH = 1000
+PENDING_AWAIT_MS = 1
+"""How long `pending`'s last read of the stream waits for more (it is at the end)."""
+
+
+class LeaseLost(Exception):
+    """Another process took the feed over: this reader's checkpoints are refused."""
+
+
+class ChangeHandler(Protocol):
+    async def deliver(self, changes: Sequence[Document]) -> None:
+        """Before the checkpoint moves past `changes`: at least once."""
+
+    async def apply(self, changes: Sequence[Document], session: AsyncClientSession) -> None:
+        """In the transaction (`session`) that moves the checkpoint past `changes`."""
+
+
+async def open_feed(db: AsyncDatabase[Document], name: str, after: Timestamp) -> bool:
+    """Start feed `name` with the changes after cluster time `after`, unless it exists;
+    whether this started it."""
+    try:
+        await db[FEEDS].insert_one(
+            {"_id": name, "after": after, "resume": None, "token": 0, "until": EPOCH}
+        )
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def _stream_from(feed: Document) -> dict[str, Any]:
+    """Where a stream reading on from the checkpoint `feed` starts (`watch`'s arguments)."""
+    if feed.get("resume") is not None:
+        return {"resume_after": feed["resume"]}
+    after: Timestamp = feed["after"]
+    return {"start_at_operation_time": Timestamp(after.time, after.inc + 1)}
+
+
+async def pending(
+    db: AsyncDatabase[Document],
+    name: str,
+    pipeline: Sequence[Document],
+    session: AsyncClientSession,
+) -> list[Document] | None:
+    """The changes after feed `name`'s checkpoint as `session` (a snapshot) sees it, to the
+    end of the stream now: what the feed's handler had not written in that snapshot, and
+    anything written since (never less). None when the feed was never opened."""
+    feed = await db[FEEDS].find_one({"_id": name}, session=session)
+    if feed is None:
+        return None
+    changes: list[Document] = []
+    async with await db[ORDERS].watch(
+        list(pipeline), max_await_time_ms=PENDING_AWAIT_MS, **_stream_from(feed)
+    ) as stream:
+        while (change := await stream.try_next()) is not None:
+            changes.append(change)
+    return changes
+
+
+class ChangeFeed:
+    """The reader of feed `name` (opened with `open_feed`) while this process holds its
+    lease; `run` takes the lease whenever it is free."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        name: str,
+        handler: ChangeHandler,
+        *,
+        owner: str,
+        pipeline: Sequence[Document] = (),
+        lease_seconds: float = LEASE_SECONDS,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._db = db
+        self._feeds = db[FEEDS]
+        self._name = name
+        self._handler = handler
+        self._owner = owner
+        self._pipeline = list(pipeline)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._lease_seconds = lease_seconds
+        self._max_batch = max_batch
+
+    async def run(self) -> None:
+        """Read whenever this process holds the lease, until cancelled; outages are waited
+        out. The lease is given up on the way out, so another process reads on at once."""
+        while True:
+            token = None
+            try:
+                token = await self.take()
+                if token is not None:
+                    await self.read(token)
+            except asyncio.CancelledError:
+                if token is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.release(token))
+                raise
+            except LeaseLost:
+                log.warning("feed %s was taken over by another process", self._name)
+            except Exception:
+                log.warning("reading feed %s failed; retrying", self._name, exc_info=True)
+            await asyncio.sleep(self._lease_seconds / 3)
+
+    async def take(self) -> int | None:
+        """The lease's new fencing token when this process now holds it (a new token also
+        when it held it already: its reader starts over); None while another process
+        holds a live one."""
+        taken = await self._feeds.find_one_and_update(
+            {
+                "_id": self._name,
+                "$or": [{"owner": self._owner}, {"$expr": {"$lt": ["$until", "$$NOW"]}}],
+            },
+            [
+                {
+                    "$set": {
+                        "token": {"$add": ["$token", 1]},
+                        "owner": self._owner,
+                        "until": {"$add": ["$$NOW", self._lease_ms]},
+                    }
+                }
+            ],
+            projection={"token": 1},
+            return_document=True,
+        )
+        return None if taken is None else int(taken["token"])
+
+    async def release(self, token: int) -> None:
+        await self._feeds.update_one(
+            {"_id": self._name, "token": token}, {"$set": {"until": EPOCH}}
+        )
+
+    async def read(self, token: int) -> None:
+        """Read and hand on batches under lease `token` until it is lost (LeaseLost) or
+        the stream fails. While idle the lease is renewed, and the checkpoint moved to the
+        stream's position (past other collections' writes, so no read starts far back)."""
+        feed = await self._feeds.find_one({"_id": self._name, "token": token})
+        if feed is None:
+            raise LeaseLost
+        async with await self._db[ORDERS].watch(
+            self._pipeline,
+            max_await_time_ms=int(self._lease_ms / 3),
+            **_stream_from(feed),
+        ) as stream:
+            while True:
+                changes = await self._batch(stream)
+                if changes:
+                    await self._handler.deliver(changes)
+                await self._checkpoint(token, changes, stream.resume_token)
+
+    async def _batch(self, stream: AsyncChangeStream[Document]) -> list[Document]:
+        """The next change (waiting up to a third of the lease), then those the stream
+        already holds. `_has_next` is the cursor's count of changes already received:
+        PyMongo has no public way to take them without a getMore that waits."""
+        change = await stream.try_next()
+        if change is None:
+            return []
+        changes = [change]
+        while len(changes) < self._max_batch and stream._cursor._has_next():
+            more = await stream.try_next()
+            if more is None:
+                break
+            changes.append(more)
+        return changes
+
+    async def _checkpoint(
+        self, token: int, changes: Sequence[Document], resume: Mapping[str, Any] | None
+    ) -> None:
+        """In one transaction, fenced by `token`: the lease renewed, the checkpoint moved to
+        `resume`, and the handler's writes for `changes`."""
+
+        async def body(session: AsyncClientSession) -> None:
+            moved = await self._feeds.update_one(
+                {"_id": self._name, "token": token},
+                [
+                    {
+                        "$set": {
+                            "resume": {"$literal": resume},
+                            "until": {"$add": ["$$NOW", self._lease_ms]},
+                        }
+                    }
+                ],
+                session=session,
+            )
+            if not moved.matched_count:
+                raise LeaseLost
+            if changes:
+                await self._handler.apply(changes, session)
+
+        async with self._db.client.start_session() as session:
+            await session.with_transaction(body)
