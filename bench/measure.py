@@ -20,7 +20,8 @@ from bench.infra import Infra, RssSampler, Worker, WorkerFailed, log, start_work
 from bench.numbers import ms, percentile
 from bench.scale import Scale
 from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING
+from service.store.feed import pending
+from service.store.rollups.deltas import FEED_PIPELINE, ROLLUPS_FEED
 
 PLACE = "orders.place"
 ACTION = "orders.action"
@@ -91,14 +92,21 @@ OUTBOX_PENDING: Document = {
 
 
 async def _settled(db: AsyncDatabase[Document]) -> None:
-    """Wait until no order has an event in its outbox or a delta not in the rollups, so the
-    documents written (and the CPU) count every write the run's messages cause."""
+    """Wait until no order has an event in its outbox and the rollups feed has taken every
+    change, so the documents written (and the CPU) count every write the run's messages
+    cause."""
     for _ in range(300):
         outbox = await db[ORDERS].count_documents(OUTBOX_PENDING)
-        if not outbox and not await db[ORDERS].count_documents(PENDING):
+        if not outbox and await _rollups_taken(db):
             return
         await asyncio.sleep(0.1)
     raise BenchError("events or rollup deltas still pending 30 s after the run")
+
+
+async def _rollups_taken(db: AsyncDatabase[Document]) -> bool:
+    async with db.client.start_session(snapshot=True) as session:
+        changes = await pending(db, ROLLUPS_FEED, FEED_PIPELINE, session)
+    return changes == []
 
 
 def _timeout(n: int) -> float:

@@ -2,10 +2,10 @@
 and indexes: `uv run python -m bench.settle_cost` (docs/benchmarks.md, "One write per change
 through the change stream, measured"). Not part of `make bench`.
 
-- **A, the outbox as built**: a batch written (`insert_many` of new orders, or a
-  `bulk_write` that sets a status and pushes the event and the deltas), then per batch one
-  transaction that `$inc`s a rollup document and clears the batch's orders (outbox emptied,
-  deltas unset), as the rollup applier's round does (without its `$facet` over the deltas).
+- **A, a second write per change**: a batch written (`insert_many` of new orders, or a
+  `bulk_write` that sets a status and the deltas and pushes the event), then per batch one
+  transaction that `$inc`s a rollup document and empties the batch's outboxes, as the rollup
+  applier's round did before the rollups feed (without its `$facet` over the deltas).
 - **B, one write**: the same writes, a change stream on the collection read by a second
   task, and per batch of changes read one transaction that `$inc`s the rollup document and
   upserts a checkpoint holding the stream's resume token.
@@ -75,11 +75,13 @@ async def write(db: AsyncDatabase[Document], batch: Sequence[Document], kind: st
             UpdateOne(
                 {"_id": doc["_id"]},
                 {
-                    "$set": {"status": "processing", "version": 2, "updated_at": datetime.now(UTC)},
-                    "$push": {
-                        "outbox": doc["outbox"][0],
-                        "rollups_pending": {"$each": doc["rollups_pending"]},
+                    "$set": {
+                        "status": "processing",
+                        "version": 2,
+                        "updated_at": datetime.now(UTC),
+                        "rollup": {"v": 2, "d": doc["rollup"]["d"]},
                     },
+                    "$push": {"outbox": doc["outbox"][0]},
                 },
             )
             for doc in batch
@@ -104,7 +106,7 @@ async def two_writes(
             )
             await db.orders.update_many(
                 {"_id": {"$in": ids}},
-                {"$set": {"outbox": []}, "$unset": {"rollups_pending": 1}},
+                {"$set": {"outbox": []}},
                 session=session,
             )
 
@@ -123,7 +125,7 @@ async def one_write(
     if kind == "place":
         pipeline: list[Document] = [
             {"$match": {"operationType": "insert"}},
-            {"$project": {"fullDocument.outbox": 1, "fullDocument.rollups_pending": 1}},
+            {"$project": {"fullDocument.outbox": 1, "fullDocument.rollup": 1}},
         ]
     else:
         pipeline = [
@@ -176,7 +178,7 @@ async def run(url: str, mongod: int) -> None:
             for kind in ("place", "action"):
                 if kind == "action":  # both act on settled orders
                     await db.orders.update_many(
-                        {}, {"$set": {"outbox": []}, "$unset": {"rollups_pending": 1}}
+                        {}, {"$set": {"outbox": []}}
                     )
                 written, cpu, started = (
                     await documents_written(db),

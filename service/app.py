@@ -258,8 +258,7 @@ class Worker:
         await self.actions.intake.close()
 
     async def drain_outbox(self) -> None:
-        """On SIGTERM, before the broker closes: remove what is published, publish what is
-        pending (bounded)."""
+        """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
         if self.relay is not None:
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(self.relay.drain(), timeout=5.0)

@@ -1,5 +1,5 @@
 """The composition root: what every entry point runs on, opened once per process:
-MongoDB, its indexes and rollups, the outbox relay, the rollup applier and the use cases.
+MongoDB, its indexes and rollups, the outbox relay, the rollups feed and the use cases.
 
 The AMQP worker (service/app.py) and the HTTP gateway (service/gateway) each open one core
 with their own event publisher: the same store, the same outbox, the same events.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,22 +27,19 @@ from service.config import Settings
 from service.failpoints import Failpoints
 from service.store.client import Document, connect, database, ensure_indexes
 from service.store.cursors import CursorCodec, cursor_key
+from service.store.feed import ChangeFeed
 from service.store.orders import OrderStore
 from service.store.outbox import EventPublisher, OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
+from service.store.rollups.deltas import FEED_PIPELINE, ROLLUPS_FEED
 from service.store.rollups.schema import ensure_rollup_indexes
 from service.store.search import run_backfill
 from service.store.stats import OrderStats
 from service.topology import STREAM_RETENTION, Topology, is_stream
 
 log = logging.getLogger("service")
-
-ROLLUP_INTERVAL_SECONDS = 0.5
-"""How often the rollup applier takes pending deltas (and the published events of their
-orders, ORDERS_OUTBOX_SETTLE_SECONDS): a shorter round leaves published events in their
-outbox for less time, so fewer are published again after a crash."""
 
 STARTUP_WAIT_SECONDS = 120.0
 
@@ -70,7 +68,7 @@ async def open_core(
     mongo_timeout_ms: int = 5000,
 ) -> AsyncIterator[Core]:
     """Wait for MongoDB, make sure of the indexes and rollups, declare the broker topology
-    (waiting for RabbitMQ), then start the relay and the rollup applier; stop them on exit.
+    (waiting for RabbitMQ), then start the relay and the rollups feed; stop them on exit.
 
     `on_connect` sees the client as soon as it exists (the worker's readiness pings it);
     `on_broker` runs once RabbitMQ has answered, before the relay publishes anything;
@@ -93,7 +91,6 @@ async def open_core(
             grace_seconds=settings.outbox_grace_seconds,
             failpoints=Failpoints(settings.failpoints),
             report_backlog=report_backlog,
-            settle_seconds=settings.outbox_settle_seconds,
         )
         store = OrderStore(db)
         orders = OrderService(
@@ -107,15 +104,17 @@ async def open_core(
             batch_size=settings.batch_max_size,
             batch_wait=settings.batch_wait_ms / 1000,
         )
-        applier = RollupApplier(
-            client, db, currency=settings.default_currency, published=relay.published
+        rollups = ChangeFeed(
+            db,
+            ROLLUPS_FEED,
+            RollupApplier(db, currency=settings.default_currency),
+            owner=uuid.uuid4().hex,
+            pipeline=FEED_PIPELINE,
         )
         core = Core(store, relay, orders, db)
         core.background += [
             asyncio.create_task(relay.run(), name="outbox-relay"),
-            asyncio.create_task(
-                applier.run(interval=ROLLUP_INTERVAL_SECONDS), name="rollup-applier"
-            ),
+            asyncio.create_task(rollups.run(), name="rollups-feed"),
             asyncio.create_task(run_backfill(db), name="search-texts-backfill"),
         ]
         try:

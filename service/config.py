@@ -108,15 +108,6 @@ class Settings(BaseSettings):
     outbox_grace_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="Age of an outbox entry before the sweep publishes it."
     )
-    outbox_settle_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=1.0,
-        description="Above 0: a published event stays in its order's outbox that long for "
-        "the rollup applier (every half second) to remove it in the write it makes anyway, "
-        "then the relay removes it (one write less per change); one no applier round could "
-        "take yet stays up to 1.5 times as long. Another process changing the order "
-        "meanwhile waits for it to leave before publishing its own event "
-        "(docs/design.md). 0: a published event is removed at once, in a write of its own.",
-    )
     retry_delays_ms: tuple[Annotated[int, Field(ge=1, le=86_400_000)], ...] = Field(
         default=(1000, 5000, 15000),
         max_length=10,

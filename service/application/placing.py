@@ -120,8 +120,7 @@ class Placer:
         created: dict[Slot, Outcome] = {}
         for _ in range(NUMBER_DRAWS):
             slots = list(pending)
-            with self._relay.writing([pending[slot].order.id for slot in slots]):
-                retry = await self._insert(pending, slots, fresh, created)
+            retry = await self._insert(pending, slots, fresh, created)
             if not retry:
                 return created
             pending = retry

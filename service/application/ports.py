@@ -10,7 +10,6 @@ service/domain/records.py.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from schemas.queries import ListOrders, OrderFilters
@@ -62,20 +61,13 @@ class RelayPort(Protocol):
     """Publishes the events waiting in the outboxes, then removes them
     (service/store/outbox.py `OutboxRelay`)."""
 
-    async def flush(
-        self, id: int, pending: PendingEntries | None = None, *, written: str | None = None
-    ) -> int:
+    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
         """Publish the pending events of order `id` in order (`pending`: its outbox as a
-        write just left it, `written` the id of that write's event; None: read it); how
-        many went out. What fails stays."""
+        write just left it; None: read it); how many went out. What fails stays."""
 
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         """Publish the first events of orders just stored (by order id) and remove them
         from their outboxes; what fails stays for the sweep."""
-
-    def writing(self, ids: Collection[int]) -> AbstractContextManager[None]:
-        """Around writing these orders and handing their events over (flush, publish_new):
-        their events are removed with the write of the rollup applier that follows."""
 
 
 class QueriesPort(Protocol):

@@ -187,14 +187,13 @@ class OrderService:
                 if request is not None and order.applied(request.key) is not None:
                     await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
-            with self._relay.writing((order.id,)):
-                pending = await self._store.apply(
-                    change, delivery.correlation_id, event_payload(change.event)
-                )
-                if pending is not None:
-                    self._recent.remember(change.after)
-                    await self._relay.flush(order.id, pending, written=change.event.event_id)
-                    return change.after
+            pending = await self._store.apply(
+                change, delivery.correlation_id, event_payload(change.event)
+            )
+            if pending is not None:
+                self._recent.remember(change.after)
+                await self._relay.flush(order.id, pending)
+                return change.after
             order = None  # lost a race, or the remembered order was stale: read it again
         raise ConcurrentChange(version)
 

@@ -17,10 +17,12 @@ ORDER_FIELDS = {
     "message_id": 0,
     "request_fingerprint": 0,
     "search_text": 0,
+    "rollup": 0,
     "rollups_pending": 0,
 }
 """Projection for reading orders: the outbox, the placing key and fingerprint, the search
-text and the pending rollup deltas are internal."""
+text and the rollup deltas (`rollup`; `rollups_pending` in orders written before the
+rollups' change feed) are internal."""
 
 CALLER_KEY = "idempotency_key"
 MESSAGE_KEY = "message_id"

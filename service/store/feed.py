@@ -36,7 +36,6 @@ from bson.timestamp import Timestamp
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from service.store.client import ORDERS, Document
 
@@ -63,16 +62,33 @@ class ChangeHandler(Protocol):
         """In the transaction (`session`) that moves the checkpoint past `changes`."""
 
 
-async def open_feed(db: AsyncDatabase[Document], name: str, after: Timestamp) -> bool:
-    """Start feed `name` with the changes after cluster time `after`, unless it exists;
-    whether this started it."""
-    try:
-        await db[FEEDS].insert_one(
-            {"_id": name, "after": after, "resume": None, "token": 0, "until": EPOCH}
-        )
-    except DuplicateKeyError:
-        return False
-    return True
+async def open_feed(
+    db: AsyncDatabase[Document],
+    name: str,
+    after: Timestamp,
+    session: AsyncClientSession | None = None,
+) -> None:
+    """Start feed `name` over with the changes after cluster time `after`. A reader of it
+    from before (or from before it was closed) can no longer move its checkpoint."""
+    await db[FEEDS].update_one(
+        {"_id": name},
+        {
+            "$set": {"open": True, "after": after, "resume": None, "owner": None, "until": EPOCH},
+            "$inc": {"token": 1},
+        },
+        upsert=True,
+        session=session,
+    )
+
+
+async def close_feed(
+    db: AsyncDatabase[Document], name: str, session: AsyncClientSession | None = None
+) -> None:
+    """Stop feed `name`: its reader can no longer move its checkpoint, none takes it, and
+    `pending` has nothing to tell, until it is opened again."""
+    await db[FEEDS].update_one(
+        {"_id": name}, {"$set": {"open": False}, "$inc": {"token": 1}}, session=session
+    )
 
 
 def _stream_from(feed: Document) -> dict[str, Any]:
@@ -91,9 +107,9 @@ async def pending(
 ) -> list[Document] | None:
     """The changes after feed `name`'s checkpoint as `session` (a snapshot) sees it, to the
     end of the stream now: what the feed's handler had not written in that snapshot, and
-    anything written since (never less). None when the feed was never opened."""
+    anything written since (never less). None when the feed is not open."""
     feed = await db[FEEDS].find_one({"_id": name}, session=session)
-    if feed is None:
+    if feed is None or not feed.get("open"):
         return None
     changes: list[Document] = []
     async with await db[ORDERS].watch(
@@ -152,10 +168,11 @@ class ChangeFeed:
     async def take(self) -> int | None:
         """The lease's new fencing token when this process now holds it (a new token also
         when it held it already: its reader starts over); None while another process
-        holds a live one."""
+        holds a live one, or the feed is not open."""
         taken = await self._feeds.find_one_and_update(
             {
                 "_id": self._name,
+                "open": True,
                 "$or": [{"owner": self._owner}, {"$expr": {"$lt": ["$until", "$$NOW"]}}],
             },
             [
@@ -181,23 +198,41 @@ class ChangeFeed:
         """Read and hand on batches under lease `token` until it is lost (LeaseLost) or
         the stream fails. While idle the lease is renewed, and the checkpoint moved to the
         stream's position (past other collections' writes, so no read starts far back)."""
-        feed = await self._feeds.find_one({"_id": self._name, "token": token})
+        async with await self._stream(token, await_ms=self._lease_ms // 3) as stream:
+            while True:
+                await self._step(token, stream)
+
+    async def catch_up(self, token: int, *, limit: int | None = None) -> int:
+        """Read and hand on what the stream holds now under lease `token`, in batches,
+        or at least `limit` changes of it; how many changes."""
+        taken = 0
+        async with await self._stream(token, await_ms=PENDING_AWAIT_MS) as stream:
+            while limit is None or taken < limit:
+                if not (step := await self._step(token, stream)):
+                    break
+                taken += step
+        return taken
+
+    async def _stream(self, token: int, *, await_ms: int) -> AsyncChangeStream[Document]:
+        feed = await self._feeds.find_one({"_id": self._name, "token": token, "open": True})
         if feed is None:
             raise LeaseLost
-        async with await self._db[ORDERS].watch(
-            self._pipeline,
-            max_await_time_ms=int(self._lease_ms / 3),
-            **_stream_from(feed),
-        ) as stream:
-            while True:
-                changes = await self._batch(stream)
-                if changes:
-                    await self._handler.deliver(changes)
-                await self._checkpoint(token, changes, stream.resume_token)
+        return await self._db[ORDERS].watch(
+            self._pipeline, max_await_time_ms=await_ms, **_stream_from(feed)
+        )
+
+    async def _step(self, token: int, stream: AsyncChangeStream[Document]) -> int:
+        """One batch handed on and checkpointed (none: the lease renewed and the checkpoint
+        moved along the stream); how many changes."""
+        changes = await self._batch(stream)
+        if changes:
+            await self._handler.deliver(changes)
+        await self._checkpoint(token, changes, stream.resume_token)
+        return len(changes)
 
     async def _batch(self, stream: AsyncChangeStream[Document]) -> list[Document]:
-        """The next change (waiting up to a third of the lease), then those the stream
-        already holds. `_has_next` is the cursor's count of changes already received:
+        """The next change (waiting up to the stream's `max_await_time_ms`), then those the
+        stream already holds. `_has_next` is the cursor's count of changes already received:
         PyMongo has no public way to take them without a getMore that waits."""
         change = await stream.try_next()
         if change is None:

@@ -34,7 +34,7 @@ from service.store.documents import (
     placement_query,
     placement_stamp,
 )
-from service.store.rollups.deltas import change_deltas, place_deltas
+from service.store.rollups.deltas import ROLLUP, change_deltas, place_deltas, rollup_field
 from service.store.search import KnownTexts
 
 DUPLICATE_KEY = 11000
@@ -51,7 +51,7 @@ class ChangeWrite(NamedTuple):
 def placement_document(placement: Placement) -> Document:
     doc = order_document(placement.order) | {
         "outbox": [outbox_entry(placement.event, placement.correlation_id, placement.payload)],
-        "rollups_pending": place_deltas(placement.order),
+        ROLLUP: rollup_field(placement.order.version, place_deltas(placement.order)),
     }
     if placement.stamp is not None:
         doc |= placement_fields(placement.stamp)
@@ -242,8 +242,6 @@ def _change_update(write: ChangeWrite) -> Document:
     push: Document = {"outbox": outbox_entry(change.event, write.correlation_id, write.payload)}
     if change.history is not None:
         push["status_history"] = history_document(change.history)
-    if deltas := change_deltas(change):
-        push["rollups_pending"] = {"$each": deltas}
     if change.request is not None:
         applied = applied_document(change.request, change.event.event_id)
         push["applied_requests"] = {"$each": [applied], "$slice": -REMEMBERED_REQUESTS}
@@ -253,6 +251,7 @@ def _change_update(write: ChangeWrite) -> Document:
             "metadata": after.metadata,
             "version": after.version,
             "updated_at": after.updated_at,
+            ROLLUP: rollup_field(after.version, change_deltas(change)),
         },
         "$push": push,
     }

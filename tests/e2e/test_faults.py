@@ -142,7 +142,7 @@ async def test_mongodb_outage_is_waited_out_without_rejecting_or_spinning(
             orders = stored[database]["orders"]
             assert await orders.count_documents({"customer_id": customer}) == len(keys)
 
-            async def drained() -> bool:  # published events leave within settle_seconds
+            async def drained() -> bool:  # published events leave their outbox
                 return await orders.count_documents({"outbox.0": {"$exists": True}}) == 0
 
             await eventually(drained, timeout=15, what="an empty outbox")

@@ -14,7 +14,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.store.client import ORDERS, Document
-from service.store.feed import FEEDS, ChangeFeed, LeaseLost, open_feed, pending
+from service.store.feed import FEEDS, ChangeFeed, LeaseLost, close_feed, open_feed, pending
 from tests.e2e.waiting import eventually
 
 FEED = "test-feed"
@@ -119,7 +119,7 @@ async def write(db: AsyncDatabase[Document], *writes: tuple[int, int]) -> None:
 @pytest.fixture
 async def opened(db: AsyncDatabase[Document]) -> AsyncDatabase[Document]:
     await write(db, (100, 1))  # before the feed starts: not one of its changes
-    assert await open_feed(db, FEED, await now(db))
+    await open_feed(db, FEED, await now(db))
     return db
 
 
@@ -134,7 +134,6 @@ async def test_changes_come_in_the_order_written_and_each_is_applied_once(
         await eventually(lambda: _applied_count(handler, len(writes)))
     assert handler.delivered == [f"{id}:{v}" for id, v in writes]
     assert await handler.applied() == {f"{id}:{v}": 1 for id, v in writes}
-    assert not await open_feed(opened, FEED, await now(opened))  # opened once
 
 
 async def _applied_count(handler: Recording, count: int) -> bool:
@@ -249,3 +248,42 @@ async def test_pending_is_exact_against_a_snapshot_while_changes_are_written(
 async def test_pending_of_a_feed_never_opened_is_none(db: AsyncDatabase[Document]) -> None:
     async with db.client.start_session(snapshot=True) as session:
         assert await pending(db, FEED, PIPELINE, session) is None
+
+
+async def test_a_feed_closed_or_opened_again_fences_its_reader_out(
+    opened: AsyncDatabase[Document],
+) -> None:
+    handler = Recording(opened)
+    feed = reader(opened, handler)
+    token = await feed.take()
+    assert token is not None
+    await close_feed(opened, FEED)
+    assert await feed.take() is None  # nothing to read while closed
+    with pytest.raises(LeaseLost):
+        await feed.read(token)
+    async with opened.client.start_session(snapshot=True) as session:
+        assert await pending(opened, FEED, PIPELINE, session) is None
+    await write(opened, (1, 1))
+    await open_feed(opened, FEED, await now(opened))
+    await write(opened, (2, 1))
+    with pytest.raises(LeaseLost):  # the reader from before the reopening
+        await feed._checkpoint(token, [], None)
+    async with running(feed):
+        await eventually(lambda: _applied_count(handler, 1))
+    assert await handler.applied() == {"2:1": 1}  # from where it was opened again
+
+
+async def test_catch_up_takes_what_the_stream_holds_in_batches_and_stops(
+    opened: AsyncDatabase[Document],
+) -> None:
+    handler = Recording(opened)
+    feed = reader(opened, handler, max_batch=2)
+    await write(opened, (1, 1), (2, 1), (3, 1), (1, 2), (2, 2))
+    token = await feed.take()
+    assert token is not None
+    assert await feed.catch_up(token, limit=2) == 2  # one batch of two
+    assert await handler.applied() == {"1:1": 1, "2:1": 1}
+    assert await feed.catch_up(token) == 3  # the rest, to the end of the stream
+    assert await feed.catch_up(token) == 0
+    assert handler.delivered == ["1:1", "2:1", "3:1", "1:2", "2:2"]
+    assert set((await handler.applied()).values()) == {1}

@@ -1,13 +1,13 @@
 """The stats rollups are exact: rollups plus pending deltas equal the pipeline over the orders
-(and list totals by status equal a count of the orders), before, during and after the applier
-runs, and when built from orders loaded directly."""
+(and list totals by status equal a count of the orders), before, during and after the
+rollups feed applies them, and when built from orders loaded directly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,11 +24,13 @@ from service.application.usecases import OrderService
 from service.domain.errors import InvalidTransition
 from service.domain.statuses import TRANSITIONS
 from service.store.client import ORDERS, Document
+from service.store.feed import ChangeFeed, pending
 from service.store.orders import OrderStore
 from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
+from service.store.rollups.deltas import FEED_PIPELINE, ROLLUPS_FEED
 from service.store.rollups.lease import LeaseLost, fenced
 from service.store.rollups.reads import customer_stats, global_stats
 from service.store.rollups.schema import (
@@ -44,6 +46,52 @@ from tests.e2e.waiting import eventually
 from tests.integration.builders import CURSORS, place_order
 
 CUSTOMERS = [f"cust-{n}" for n in range(7)]
+LEASE = 0.6
+
+
+def rollups_feed(db: AsyncDatabase[Document], owner: str, batch: int = 1000) -> ChangeFeed:
+    return ChangeFeed(
+        db,
+        ROLLUPS_FEED,
+        RollupApplier(db, currency="EUR"),
+        owner=owner,
+        pipeline=FEED_PIPELINE,
+        lease_seconds=LEASE,
+        max_batch=batch,
+    )
+
+
+async def apply_pending(
+    db: AsyncDatabase[Document], *, limit: int | None = None, batch: int = 1000
+) -> int:
+    """Add the pending deltas to the rollups (or those of `limit` changes), as the rollups
+    feed's reader does; how many changes."""
+    feed = rollups_feed(db, "test", batch)
+    token = await feed.take()
+    assert token is not None
+    try:
+        return await feed.catch_up(token, limit=limit)
+    finally:
+        await feed.release(token)
+
+
+async def pending_changes(db: AsyncDatabase[Document]) -> int:
+    async with db.client.start_session(snapshot=True) as session:
+        changes = await pending(db, ROLLUPS_FEED, FEED_PIPELINE, session)
+    assert changes is not None  # built: the feed is open
+    return len(changes)
+
+
+@contextlib.asynccontextmanager
+async def feeding(db: AsyncDatabase[Document], *owners: str) -> AsyncIterator[None]:
+    """The rollups feed's reader running in each of `owners` (other processes)."""
+    tasks = [asyncio.create_task(rollups_feed(db, owner, batch=5).run()) for owner in owners]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _clock(seed: int) -> Iterator[datetime]:
@@ -121,24 +169,23 @@ async def test_rollups_with_pending_deltas_equal_the_pipeline_at_every_step(
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")  # nothing to build yet: marks the rollups as built
     await _workload(db, relay, client)
-    pending = await db[ORDERS].count_documents({"rollups_pending.0": {"$exists": True}})
-    assert pending == 60
+    written = await pending_changes(db)
+    assert written > 60  # the places and the changes
 
     rollups, pipeline = await _both(db, client)  # everything still pending
     assert rollups == pipeline
     assert pipeline["total_orders"] == 60
 
-    applier = RollupApplier(client, db, currency="EUR", batch=25)
-    assert await applier.apply_once() == 25
+    assert await apply_pending(db, limit=25, batch=25) == 25
+    assert await pending_changes(db) == written - 25
     rollups, pipeline = await _both(db, client)  # part applied, part pending
     assert rollups == pipeline
 
-    while await applier.apply_once():
-        pass
-    assert await db[ORDERS].count_documents({"rollups_pending.0": {"$exists": True}}) == 0
+    assert await apply_pending(db) == written - 25
+    assert await pending_changes(db) == 0
     rollups, pipeline = await _both(db, client)
     assert rollups == pipeline
-    assert await applier.apply_once() == 0  # nothing is counted twice
+    assert await apply_pending(db) == 0  # nothing is counted twice
     assert (await _both(db, client))[0] == pipeline
 
 
@@ -146,7 +193,7 @@ async def test_rollups_are_built_from_orders_loaded_directly(
     db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
 ) -> None:
     await _workload(db, relay, client)
-    await db[ORDERS].update_many({}, {"$unset": {"rollups_pending": ""}})  # as a bulk load
+    await db[ORDERS].update_many({}, {"$unset": {"rollup": ""}})  # as a bulk load
     await db[ROLLUP_STATE].delete_many({})
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
@@ -169,10 +216,8 @@ async def test_rollups_an_earlier_version_built_are_rebuilt(
     await db[ROLLUP_STATE].insert_one({"_id": "built", "done": True})
     await db[STATUS_COUNTS].drop()
 
-    await ensure_rollups(db, "EUR")
-    # the build counts what is applied; the deltas still pending follow
-    while await RollupApplier(client, db, currency="EUR").apply_once():
-        pass
+    await ensure_rollups(db, "EUR")  # counts every order; the feed adds what comes after
+    assert await pending_changes(db) == 0
     assert await db[STATUS_COUNTS].count_documents({}) > 0
     rollups, pipeline = await _both(db, client)  # list totals by status are checked too
     assert rollups == pipeline
@@ -184,8 +229,7 @@ async def test_rollups_of_the_previous_shape_are_rebuilt_with_each_customers_bre
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
     await _workload(db, relay, client)
-    while await RollupApplier(client, db, currency="EUR").apply_once():
-        pass
+    await apply_pending(db)
     # as version 2 left them: its marker, customers without their breakdown
     await db[ROLLUP_STATE].delete_many({})
     await db[ROLLUP_STATE].insert_one({"_id": "built-v2", "done": True})
@@ -204,28 +248,16 @@ async def test_each_customers_rollup_is_exact_under_concurrent_writers_and_appli
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
     writers = [Writers(db, relay, client, seed=seed) for seed in (21, 22, 23)]
-    appliers = [RollupApplier(client, db, currency="EUR", batch=5) for _ in range(2)]
-    stop = asyncio.Event()
 
     async def write(writer: Writers) -> None:
         for _ in range(6):
             await writer.burst(places=3, changes=4)
 
-    async def apply(applier: RollupApplier) -> None:
-        while not stop.is_set():
-            await applier.apply_once()
-            await asyncio.sleep(0)
-
-    applying = [asyncio.create_task(apply(applier)) for applier in appliers]
-    try:
+    async with feeding(db, "one", "two"):  # two processes, one reader at a time
         await asyncio.gather(*(write(writer) for writer in writers))
         await _both(db, client)  # mid-way: part applied, part pending
-    finally:
-        stop.set()
-        await asyncio.gather(*applying)
-    while await appliers[0].apply_once():
-        pass
-    assert await db[ORDERS].count_documents({"rollups_pending.0": {"$exists": True}}) == 0
+    await apply_pending(db)
+    assert await pending_changes(db) == 0
     await _both(db, client)
     for customer in CUSTOMERS:  # served from the rollup, equal to the pipeline
         query = OrderStatsQuery(customer_id=customer)
@@ -296,9 +328,7 @@ async def test_a_rebuild_is_exact_while_other_processes_write(
     writers = Writers(db, relay, client)
     for _ in range(5):
         await writers.burst()
-    applier = RollupApplier(client, db, currency="EUR", batch=7)
-    while await applier.apply_once():
-        pass
+    await apply_pending(db, batch=7)
     for _ in range(2):  # some deltas still pending when the rebuild starts
         await writers.burst()
     await db[ROLLUP_STATE].delete_many({})  # as a new version of the rollups would find them
@@ -308,24 +338,22 @@ async def test_a_rebuild_is_exact_while_other_processes_write(
     async def between_steps(step: str) -> None:  # other processes write between every step
         steps.append(step)
         await writers.burst()
-        await applier.apply_once()
 
     stop = asyncio.Event()
 
-    async def background() -> None:  # and all along: writers and another worker's applier
+    async def background() -> None:  # and all along: writers, and another worker's reader
         while not stop.is_set():
             await writers.burst(places=1, changes=2)
-            await applier.apply_once()
 
-    task = asyncio.create_task(background())
-    try:
-        await ensure_rollups(db, "EUR", between_steps=between_steps)
-    finally:
-        stop.set()
-        await task
+    async with feeding(db, "other"):
+        task = asyncio.create_task(background())
+        try:
+            await ensure_rollups(db, "EUR", between_steps=between_steps)
+        finally:
+            stop.set()
+            await task
     assert len(steps) >= 3
-    while await applier.apply_once():
-        pass
+    await apply_pending(db)
 
     stats = await OrderStats(db, client).compute(OrderStatsQuery(), "EUR")
     direct = await _direct_count(db)
@@ -415,8 +443,7 @@ async def test_a_build_whose_builder_died_is_taken_over_and_fenced(
     with pytest.raises(LeaseLost):
         await fenced(db, 1, write)
     assert await db[ORDER_COUNTS].count_documents({"_id": "stale"}) == 0
-    while await RollupApplier(client, db, currency="EUR").apply_once():
-        pass
+    await apply_pending(db)
     stats = await OrderStats(db, client).compute(OrderStatsQuery(), "EUR")
     direct = await _direct_count(db)
     assert {key: stats[key] for key in direct} == direct

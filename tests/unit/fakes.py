@@ -12,12 +12,10 @@ state: `FakeStore.orders` (each order with its outbox and placing stamp) and
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -154,9 +152,7 @@ class FakeRelay:
         self.published: list[PendingEvent] = []
         self.down = False
 
-    async def flush(
-        self, id: int, pending: PendingEntries | None = None, *, written: str | None = None
-    ) -> int:
+    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
         stored = self._store.orders.get(id)
         if pending is None:
             pending = [] if stored is None else list(stored.outbox)
@@ -175,9 +171,6 @@ class FakeRelay:
             sent.append(entry["event_id"])
         self._clear(id, sent)
         return len(sent)
-
-    def writing(self, ids: Collection[int]) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
     async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
         if self.down:

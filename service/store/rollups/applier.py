@@ -1,169 +1,75 @@
-"""Moving pending deltas into the rollups: one batch of orders per transaction, which sums
-their deltas in mongod, adds the sums to the rollups and removes the deltas from the orders,
-so each delta is counted exactly once. The same update removes the order's events this
-process has published (service/store/outbox.py `PublishedEvents`): one write of the order
-for both."""
+"""Adding the deltas to the rollups: the rollups feed's handler (`service.store.feed`). Each
+batch of changes the feed reads is summed here and added to the rollups in the transaction
+that moves the feed's checkpoint past it, so each delta is counted exactly once, whatever
+crashes or runs twice. The orders are not written again."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
-from service.store.client import ORDERS, Document
-from service.store.outbox import PublishedEvents
-from service.store.rollups.deltas import ORDER_CUSTOMER, PENDING, UNWOUND, breakdown_increments
-from service.store.rollups.schema import (
-    BUILT,
-    CUSTOMER_COUNTS,
-    ORDER_COUNTS,
-    ROLLUP_STATE,
-    STATUS_COUNTS,
-)
-
-log = logging.getLogger(__name__)
+from service.store.client import Document
+from service.store.rollups.deltas import ORDER_CUSTOMER, breakdown_increments, deltas_of
+from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS
 
 
-def _sums(batch: int, skip: list[int]) -> list[Document]:
-    """The aggregation over the orders that sums the deltas of up to `batch` orders with
-    pending ones (but those in `skip`): `orders` (each order's `_id` and its delta ids `d`),
-    `buckets` (by day, status and currency), `customers` (by customer and currency) and
-    `breakdown` (the bucket deltas by the order's customer, day, status and currency)."""
-    buckets = [*UNWOUND, {"$match": {"day": {"$exists": True}}}]
-    return [
-        {"$match": {**PENDING, "_id": {"$nin": skip}} if skip else PENDING},
-        {"$limit": batch},
-        {"$project": {"rollups_pending": 1, "customer_id": 1}},
-        {
-            "$facet": {
-                "orders": [{"$project": {"d": "$rollups_pending._d"}}],
-                "buckets": [
-                    *buckets,
-                    {
-                        "$group": {
-                            "_id": {
-                                "day": "$day",
-                                "status": "$status",
-                                "currency": "$currency",
-                            },
-                            "n": {"$sum": "$n"},
-                            "t": {"$sum": "$t"},
-                        }
-                    },
-                ],
-                "customers": [
-                    *UNWOUND,
-                    {"$match": {"customer_id": {"$exists": True}}},
-                    {
-                        "$group": {
-                            "_id": {"customer": "$customer_id", "currency": "$currency"},
-                            "n": {"$sum": "$n"},
-                            "kept": {"$sum": "$kept"},
-                        }
-                    },
-                ],
-                "breakdown": [
-                    *buckets,
-                    {
-                        "$group": {
-                            "_id": {
-                                "customer": f"${ORDER_CUSTOMER}",
-                                "day": "$day",
-                                "status": "$status",
-                                "currency": "$currency",
-                            },
-                            "n": {"$sum": "$n"},
-                            "t": {"$sum": "$t"},
-                        }
-                    },
-                ],
-            }
-        },
-    ]
+class Sums:
+    """Deltas summed as the rollups take them: `buckets` by day, status and currency;
+    `customers` by customer and currency; `breakdown`, the bucket deltas by their order's
+    customer, day, status and currency. Rows are `{_id: {...}, n, t}` (`n, kept` for
+    `customers`); a bucket's `_id` has its fields in the one order an upsert matches on."""
+
+    def __init__(self, deltas: Iterable[Document]) -> None:
+        buckets: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+        customers: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+        breakdown: dict[tuple[str, str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
+        for delta in deltas:
+            if "day" in delta:
+                key = (delta["day"], delta["status"], delta["currency"])
+                _add(buckets[key], delta["n"], delta["t"])
+                _add(breakdown[(delta[ORDER_CUSTOMER], *key)], delta["n"], delta["t"])
+            else:
+                _add(customers[delta["customer_id"], delta["currency"]], delta["n"], delta["kept"])
+        self.buckets = [
+            {"_id": {"day": d, "status": s, "currency": c}, "n": n, "t": t}
+            for (d, s, c), (n, t) in buckets.items()
+        ]
+        self.customers = [
+            {"_id": {"customer": customer, "currency": c}, "n": n, "kept": kept}
+            for (customer, c), (n, kept) in customers.items()
+        ]
+        self.breakdown = [
+            {"_id": {"customer": customer, "day": d, "status": s, "currency": c}, "n": n, "t": t}
+            for (customer, d, s, c), (n, t) in breakdown.items()
+        ]
 
 
-def _bucket_id(key: Document) -> Document:
-    """A bucket's `_id` with its fields in the one order an upsert matches on."""
-    return {"day": key["day"], "status": key["status"], "currency": key["currency"]}
+def _add(row: list[Any], n: int, amount: Decimal) -> None:
+    row[0] += n
+    row[1] += amount
 
 
 class RollupApplier:
-    def __init__(
-        self,
-        client: AsyncMongoClient[Document],
-        db: AsyncDatabase[Document],
-        *,
-        currency: str,
-        batch: int = 2000,
-        published: PublishedEvents | None = None,
-    ) -> None:
-        self._client = client
+    def __init__(self, db: AsyncDatabase[Document], *, currency: str) -> None:
         self._db = db
         self._currency = currency
-        self._batch = batch
-        self._published = published
-        self._removed: Mapping[int, frozenset[str]] = {}
-        """The published events the last attempt of the transaction removed."""
 
-    async def apply_once(self) -> int:
-        """Move one batch of pending deltas into the rollups; return how many orders."""
-        self._removed = {}
-        if self._published is None:
-            return await self._transaction()
-        with self._published.round():
-            applied = await self._transaction()
-            self._published.forget(self._removed)
-        return applied
+    async def deliver(self, changes: Sequence[Document]) -> None:
+        """Nothing before the checkpoint: the rollups are written with it (`apply`)."""
 
-    async def _transaction(self) -> int:
-        async with self._client.start_session() as session:
-            return await session.with_transaction(self._apply)
-
-    async def run(self, interval: float) -> None:
-        """Apply pending deltas until cancelled; outages are waited out."""
-        while True:
-            try:
-                while await self.apply_once() >= self._batch:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("applying rollups failed; retrying", exc_info=True)
-            await asyncio.sleep(interval)
-
-    async def _apply(self, session: AsyncClientSession) -> int:
-        """One batch, in the transaction of `session`; how many orders it took deltas from."""
-        self._removed = {}
-        sums = await self._sum_pending(session)
-        if not sums["orders"] or not await self._into_built_rollups(session):
-            return 0
-        await self._add_to_buckets(sums["buckets"], session)
-        await self._add_to_statuses(sums["buckets"], session)
-        await self._add_to_customers(sums["customers"], sums["breakdown"], session)
-        await self._remove_applied(sums["orders"], session)
-        return len(sums["orders"])
-
-    async def _sum_pending(self, session: AsyncClientSession) -> Document:
-        """mongod sums the deltas; only the sums and the delta ids travel back."""
-        skip = [] if self._published is None else self._published.in_flight()
-        cursor = await self._db[ORDERS].aggregate(_sums(self._batch, skip), session=session)
-        (sums,) = await cursor.to_list()
-        return sums
-
-    async def _into_built_rollups(self, session: AsyncClientSession) -> bool:
-        """Only into built rollups. The write to the marker makes this transaction conflict
-        with a build taking its lease, so none of its writes lands in a build's rollups."""
-        built = await self._db[ROLLUP_STATE].update_one(
-            {"_id": BUILT, "done": True}, {"$inc": {"applied": 1}}, session=session
-        )
-        return bool(built.matched_count)
+    async def apply(self, changes: Sequence[Document], session: AsyncClientSession) -> None:
+        """Add the deltas of `changes` to the rollups, in the feed's transaction."""
+        sums = Sums(deltas_of(changes))
+        await self._add_to_buckets(sums.buckets, session)
+        await self._add_to_statuses(sums.buckets, session)
+        await self._add_to_customers(sums.customers, sums.breakdown, session)
 
     async def _add_to_buckets(self, buckets: list[Document], session: AsyncClientSession) -> None:
         if not buckets:
@@ -171,7 +77,7 @@ class RollupApplier:
         await self._db[ORDER_COUNTS].bulk_write(
             [
                 UpdateOne(
-                    {"_id": _bucket_id(b["_id"])},
+                    {"_id": b["_id"]},
                     {"$inc": {"n": b["n"], "t": b["t"]}},
                     upsert=True,
                 )
@@ -226,18 +132,4 @@ class RollupApplier:
             ],
             ordered=False,
             session=session,
-        )
-
-    async def _remove_applied(self, orders: list[Document], session: AsyncClientSession) -> None:
-        """Delta ids are unique, so one update removes exactly the deltas summed; event ids
-        are unique too, so the same update removes the events published of these orders."""
-        ids: list[Any] = [d for doc in orders for d in doc["d"]]
-        pull: Document = {"rollups_pending": {"_d": {"$in": ids}}}
-        order_ids = [doc["_id"] for doc in orders]
-        self._removed = {} if self._published is None else self._published.of(order_ids)
-        if self._removed:
-            events = [event for ids in self._removed.values() for event in ids]
-            pull["outbox"] = {"event_id": {"$in": events}}
-        await self._db[ORDERS].update_many(
-            {"_id": {"$in": order_ids}}, {"$pull": pull}, session=session
         )

@@ -12,18 +12,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+from bson.timestamp import Timestamp
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO
 from orders_vocabulary.statuses import OrderStatus
 from service.store.client import CREATED_DAY, ORDERS, Document
-from service.store.rollups.deltas import (
-    ORDER_CUSTOMER,
-    PENDING_DELTAS,
-    breakdown_increments,
-    keeps_revenue,
-)
+from service.store.feed import close_feed, open_feed
+from service.store.rollups.deltas import ROLLUPS_FEED, breakdown_increments, keeps_revenue
 from service.store.rollups.lease import LEASE_SECONDS, LeaseLost, fenced, leased, take_lease
 from service.store.rollups.schema import (
     BUILT,
@@ -56,9 +53,9 @@ async def ensure_rollups(
     others wait as long as the lease is renewed, and take the build over only once it
     lapses (its builder died). Every write of a build is fenced by the lease's token, so a
     builder that lost its lease cannot write any more. The rollups are what the orders
-    held at one snapshot minus the deltas still pending in that snapshot: whatever changes
-    meanwhile stays pending and is applied afterwards, so nothing is counted twice or lost.
-    Until the build is done, appliers apply nothing and stats are computed from the orders.
+    held at one snapshot, and the build opens the rollups feed at the snapshot's cluster
+    time: every change after it is added by the feed, so nothing is counted twice or lost.
+    Until the build is done, the feed is closed and stats are computed from the orders.
     """
     state = db[ROLLUP_STATE]
     owner = uuid.uuid4().hex
@@ -97,6 +94,11 @@ async def _build(
 
     log.info("building the stats rollups from the orders")
     await step("leased")
+
+    async def stop_feed(session: AsyncClientSession) -> None:
+        await close_feed(db, ROLLUPS_FEED, session)
+
+    await fenced(db, token, stop_feed)  # a reader of an earlier build writes no more
     for rollup in (ORDER_COUNTS, CUSTOMER_COUNTS, STATUS_COUNTS):
         while ids := [
             doc["_id"] for doc in await db[rollup].find({}, {"_id": 1}).limit(WRITE_CHUNK).to_list()
@@ -110,13 +112,13 @@ async def _build(
             await fenced(db, token, delete)
     await step("emptied")
     async with db.client.start_session(snapshot=True) as snapshot:
-        # what the orders hold at one snapshot, minus the deltas pending in it (they are in
-        # the orders already, and the applier adds them afterwards)
-        pending = await (
-            await db[ORDERS].aggregate(list(PENDING_DELTAS), session=snapshot)
-        ).to_list()
+        # what the orders hold at one snapshot; the rollups feed adds the changes after it
+        buckets = await _bucket_counts(db, snapshot)
+        # the cluster time the snapshot reads at, which PyMongo keeps from the first read
+        # (it has no public accessor)
+        at: Timestamp | None = snapshot._snapshot_time
+        assert at is not None  # read at a cluster time: the aggregation above has read
         await step("snapshot")
-        buckets = await _bucket_counts(db, snapshot, pending)
         statuses: dict[str, int] = defaultdict(int)
         for bucket in buckets:
             statuses[bucket["_id"]["status"]] += bucket["n"]
@@ -124,7 +126,7 @@ async def _build(
         await write(STATUS_COUNTS, [{"_id": s, "n": n} for s, n in statuses.items() if n])
         await step("counted orders")
         chunk: list[Document] = []
-        async for customer in _customer_counts(db, snapshot, pending, currency):
+        async for customer in _customer_counts(db, snapshot, currency):
             chunk.append(customer)
             if len(chunk) >= WRITE_CHUNK:
                 await write(CUSTOMER_COUNTS, chunk)
@@ -136,12 +138,13 @@ async def _build(
         await db[ROLLUP_STATE].update_one(
             {"_id": BUILT}, {"$set": {"done": True}, "$unset": {"until": ""}}, session=session
         )
+        await open_feed(db, ROLLUPS_FEED, at, session)
 
     await fenced(db, token, finish)
 
 
 async def _bucket_counts(
-    db: AsyncDatabase[Document], snapshot: AsyncClientSession, pending: list[Document]
+    db: AsyncDatabase[Document], snapshot: AsyncClientSession
 ) -> list[Document]:
     """`order_counts` as of the snapshot: orders and total per UTC day, status and currency."""
     counts: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
@@ -164,11 +167,6 @@ async def _bucket_counts(
     async for row in cursor:
         key = row["_id"]
         counts[key["day"], key["status"], key["currency"]] = [row["n"], row["t"]]
-    for delta in pending:
-        if "day" in delta:
-            bucket = counts[delta["day"], delta["status"], delta["currency"]]
-            bucket[0] -= delta["n"]
-            bucket[1] -= delta["t"]
     return [
         {"_id": {"day": day, "status": status, "currency": cur}, "n": n, "t": t}
         for (day, status, cur), (n, t) in counts.items()
@@ -179,15 +177,10 @@ async def _bucket_counts(
 async def _customer_counts(
     db: AsyncDatabase[Document],
     snapshot: AsyncClientSession,
-    pending: list[Document],
     currency: str,
 ) -> AsyncIterator[Document]:
     """`customer_counts` as of the snapshot, streamed: orders and kept revenue per currency,
     and the breakdown by status and currency and by day (`breakdown_increments`)."""
-    deltas: dict[str, list[Document]] = defaultdict(list)
-    for delta in pending:
-        customer: str = delta["customer_id"] if "customer_id" in delta else delta[ORDER_CUSTOMER]
-        deltas[customer].append(delta)
     cursor = await db[ORDERS].aggregate(
         [
             {
@@ -225,19 +218,10 @@ async def _customer_counts(
         doc = _CustomerDocument(customer, currency)
         for row in rows:
             doc.add_orders(row["day"], row["status"], row["currency"], row["n"], row["t"])
-        for delta in deltas.pop(customer, ()):
-            if "customer_id" in delta:
-                doc.subtract_customer_delta(delta)
-            else:
-                doc.subtract_bucket_delta(delta)
         return doc.document()
 
     async for row in cursor:
         doc = counted(row["_id"], row["rows"])
-        if doc is not None:
-            yield doc
-    for customer in list(deltas):  # deltas of customers without orders (none, normally)
-        doc = counted(customer, [])
         if doc is not None:
             yield doc
 
@@ -258,15 +242,6 @@ class _CustomerDocument:
         if keeps_revenue(OrderStatus(status)):
             self.kept[currency] = self.kept.get(currency, ZERO) + t
         self._breakdown(day, status, currency, n, t)
-
-    def subtract_customer_delta(self, delta: Document) -> None:
-        """A pending customer delta: orders and kept revenue."""
-        self.n -= delta["n"]
-        self.kept[delta["currency"]] = self.kept.get(delta["currency"], ZERO) - delta["kept"]
-
-    def subtract_bucket_delta(self, delta: Document) -> None:
-        """A pending bucket delta of one of the customer's orders: the breakdown."""
-        self._breakdown(delta["day"], delta["status"], delta["currency"], -delta["n"], -delta["t"])
 
     def _breakdown(self, day: str, status: str, currency: str, n: int, t: Decimal) -> None:
         for field, value in breakdown_increments(day, status, currency, n, t).items():

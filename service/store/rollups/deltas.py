@@ -1,11 +1,13 @@
-"""What each change adds to the rollups: the deltas pushed into the order's `rollups_pending`
-array in the same write as the change. A delta has a unique `_d`; a bucket delta counts an
-order (`n`) and its total (`t`) under its UTC day, status and currency; a customer delta
+"""What each change adds to the rollups: the deltas the change's write sets in the order's
+`rollup` field (`{v: version, d: [deltas]}`, the version so that every write changes it),
+where the rollups' change feed reads them. A bucket delta counts an order (`n`) and its
+total (`t`) under its UTC day, status and currency, and names the order's customer
+(`order_customer`: bucket deltas count in their customer's breakdown too); a customer delta
 counts a customer's orders (`n`) and kept revenue (`kept`) in a currency."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 
 from orders_vocabulary.money import ZERO
@@ -15,18 +17,15 @@ from service.domain.order import Change
 from service.domain.statuses import NO_REVENUE
 from service.store.client import Document
 
-PENDING: Document = {"rollups_pending._d": {"$exists": True}}
-"""Orders with deltas not yet in the rollups (served by a partial index)."""
+ROLLUP = "rollup"
 ORDER_CUSTOMER = "order_customer"
-UNWOUND: tuple[Document, ...] = (
-    {"$unwind": "$rollups_pending"},
-    {"$replaceWith": {"$mergeObjects": ["$rollups_pending", {ORDER_CUSTOMER: "$customer_id"}]}},
+ROLLUPS_FEED = "rollups"
+"""The change feed that adds the deltas to the rollups (`service.store.feed`)."""
+FEED_PIPELINE: tuple[Document, ...] = (
+    {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
+    {"$project": {f"fullDocument.{ROLLUP}": 1, f"updateDescription.updatedFields.{ROLLUP}": 1}},
 )
-"""Aggregation stages over orders that yield each of their pending deltas as a document,
-with the customer of the order it belongs to in `order_customer` (bucket deltas count in
-their customer's breakdown too)."""
-PENDING_DELTAS: tuple[Document, ...] = ({"$match": PENDING}, *UNWOUND)
-"""Aggregation stages over the orders that yield every pending delta as a document."""
+"""The rollups feed reads only the deltas of each write."""
 
 
 def keeps_revenue(status: OrderStatus) -> bool:
@@ -34,9 +33,27 @@ def keeps_revenue(status: OrderStatus) -> bool:
     return status not in NO_REVENUE
 
 
+def rollup_field(version: int, deltas: list[Document]) -> Document:
+    """The `rollup` field a write of the order at `version` sets."""
+    return {"v": version, "d": deltas}
+
+
+def deltas_of(changes: Sequence[Document]) -> list[Document]:
+    """The deltas of the writes that `changes` (the rollups feed's) are."""
+    deltas: list[Document] = []
+    for change in changes:
+        fields = change.get("fullDocument") or change.get("updateDescription", {}).get(
+            "updatedFields", {}
+        )
+        rollup = fields.get(ROLLUP)
+        if rollup is not None:
+            deltas.extend(rollup["d"])
+    return deltas
+
+
 def _bucket(order: Order, status: OrderStatus, sign: int) -> Document:
     return {
-        "_d": uuid.uuid4().hex,
+        ORDER_CUSTOMER: order.customer_id,
         "day": order.created_at.strftime("%Y-%m-%d"),
         "status": str(status),
         "currency": order.currency,
@@ -47,7 +64,6 @@ def _bucket(order: Order, status: OrderStatus, sign: int) -> Document:
 
 def _customer(order: Order, orders: int, kept: Decimal) -> Document:
     return {
-        "_d": uuid.uuid4().hex,
         "customer_id": order.customer_id,
         "currency": order.currency,
         "n": orders,

@@ -1,31 +1,47 @@
 """What the stats read from the rollups: the stats over every order and the counts by
-status, each from the rollups plus the deltas still pending, in one snapshot."""
+status, each from the rollups plus the deltas still pending, in one snapshot. Pending are
+the deltas of the changes after the rollups feed's checkpoint in that snapshot
+(`service.store.feed.pending`): the rollups and the checkpoint move in one transaction, so
+each change is counted once, and every change written before the read is counted."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from bson.decimal128 import Decimal128
 from pymongo import DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_vocabulary.money import ZERO, round_money
 from orders_vocabulary.statuses import OrderStatus
 from service.domain.statuses import CLOSED, NO_REVENUE
-from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING, PENDING_DELTAS, UNWOUND, keeps_revenue
-from service.store.rollups.schema import (
-    BUILT,
-    CUSTOMER_COUNTS,
-    ORDER_COUNTS,
-    ROLLUP_STATE,
-    STATUS_COUNTS,
-    built,
+from service.store.client import Document
+from service.store.feed import pending as pending_changes
+from service.store.rollups.deltas import (
+    FEED_PIPELINE,
+    ORDER_CUSTOMER,
+    ROLLUPS_FEED,
+    deltas_of,
+    keeps_revenue,
 )
+from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS
 
 TOP_CUSTOMERS = 10
+
+
+async def _pending(
+    db: AsyncDatabase[Document], session: AsyncClientSession
+) -> list[Document] | None:
+    """The deltas the rollups do not hold in `session`'s snapshot; None while the rollups
+    feed is not open: the rollups are not built (or being built again)."""
+    changes = await pending_changes(db, ROLLUPS_FEED, FEED_PIPELINE, session)
+    return None if changes is None else deltas_of(changes)
+
+
 TOTALS = {"n": 1, "kept": 1}
 """What the stats over every order read of a customer (not its breakdown)."""
 
@@ -68,13 +84,11 @@ async def global_stats(
     """The stats over every order, from the rollups plus pending deltas, in one snapshot;
     None while the rollups are not built (being built: count the orders instead)."""
     async with client.start_session(snapshot=True) as session:
-        if not await built(db, session):
+        pending = await _pending(db, session)
+        if pending is None:
             return None
         (sums,) = await (
             await db[ORDER_COUNTS].aggregate(_bucket_sums(currency), session=session)
-        ).to_list()
-        pending = await (
-            await db[ORDERS].aggregate(list(PENDING_DELTAS), session=session)
         ).to_list()
         touched = sorted({d["customer_id"] for d in pending if "customer_id" in d})
         field = f"kept.{currency}"
@@ -104,43 +118,6 @@ async def global_stats(
     )
 
 
-_COUNTS = "__customer_counts"
-_BUILT = "__built"
-"""The fields that tell the breakdown and the build marker from the pending deltas among
-the rows of `_customer_reads` (a delta has neither)."""
-
-
-_MARKER: Document = {
-    "$unionWith": {
-        "coll": ROLLUP_STATE,
-        "pipeline": [
-            {"$match": {"_id": BUILT}},
-            {"$project": {"_id": 0, _BUILT: {"$eq": ["$done", True]}}},
-        ],
-    }
-}
-"""The stage that adds the build marker, as `{_BUILT: done}`, to an aggregation's rows."""
-
-
-def _customer_reads(customer_id: str) -> list[Document]:
-    """Over the orders: the customer's pending deltas, then its `customer_counts` breakdown
-    as `{_COUNTS: {s, d}}` and the build marker as `{_BUILT: done}` (each at most once)."""
-    return [
-        {"$match": {**PENDING, "customer_id": customer_id}},
-        *UNWOUND,
-        {
-            "$unionWith": {
-                "coll": CUSTOMER_COUNTS,
-                "pipeline": [
-                    {"$match": {"_id": customer_id}},
-                    {"$project": {"_id": 0, _COUNTS: {"s": "$s", "d": "$d"}}},
-                ],
-            }
-        },
-        _MARKER,
-    ]
-
-
 async def customer_stats(
     client: AsyncMongoClient[Document],
     db: AsyncDatabase[Document],
@@ -148,17 +125,14 @@ async def customer_stats(
     currency: str,
 ) -> dict[str, Any] | None:
     """The stats over one customer's orders, from its `customer_counts` breakdown plus the
-    deltas still pending in its orders, in one snapshot; None while the rollups are not
-    built. One aggregation reads all three (the deltas, the breakdown and the build marker,
-    through `$unionWith`): a request costs one round trip, not three."""
+    pending deltas of its orders, in one snapshot; None while the rollups are not built."""
     async with client.start_session(snapshot=True) as session:
-        rows = await (
-            await db[ORDERS].aggregate(_customer_reads(customer_id), session=session)
-        ).to_list()
-    if not any(row.get(_BUILT) for row in rows):
-        return None
-    doc = next((row[_COUNTS] for row in rows if _COUNTS in row), None)
-    pending = [row for row in rows if _COUNTS not in row and _BUILT not in row]
+        pending = await _pending(db, session)
+        if pending is None:
+            return None
+        doc = await db[CUSTOMER_COUNTS].find_one(
+            {"_id": customer_id}, {"s": 1, "d": 1}, session=session
+        )
     statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
     days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
     for status, by_currency in (doc or {}).get("s", {}).items():
@@ -167,7 +141,7 @@ async def customer_stats(
     for day, counted in (doc or {}).get("d", {}).items():
         days[day] = [counted.get("n", 0), Decimal(counted.get("k", {}).get(currency, ZERO))]
     for delta in pending:
-        if "day" not in delta:
+        if "day" not in delta or delta[ORDER_CUSTOMER] != customer_id:
             continue
         status = statuses[delta["status"], delta["currency"]]
         status[0] += delta["n"]
@@ -196,14 +170,8 @@ async def status_counts(
 ) -> dict[str, int] | None:
     """How many orders have each status, from the rollups plus pending deltas, in one
     snapshot (a count by status need not read an index entry per order); None while the
-    rollups are not built. One aggregation, as `customer_stats`."""
-    by_status = [{"$group": {"_id": "$status", "n": {"$sum": "$n"}}}]
-    return await _counts(
-        client,
-        db,
-        [*PENDING_DELTAS, {"$match": {"day": {"$exists": True}}}, *by_status],
-        {"coll": STATUS_COUNTS, "pipeline": [{"$project": {"n": 1}}]},
-    )
+    rollups are not built."""
+    return await _counts(client, db, STATUS_COUNTS, [{"$project": {"n": 1}}], lambda day: True)
 
 
 async def day_counts(
@@ -214,13 +182,7 @@ async def day_counts(
 ) -> dict[str, int] | None:
     """How many orders created from day `first` up to (not including) day `end` (UTC,
     `YYYY-MM-DD`; None: unbounded) have each status, from the buckets of those days plus
-    pending deltas, in one snapshot; None while the rollups are not built. One aggregation,
-    as `customer_stats`."""
-    days: Document = {}
-    if first is not None:
-        days["$gte"] = first
-    if end is not None:
-        days["$lt"] = end
+    pending deltas, in one snapshot; None while the rollups are not built."""
     ids: Document = {}  # the buckets' `_id`s start with the day: a range of the `_id` index
     if first is not None:
         ids["$gte"] = {"day": first}
@@ -229,42 +191,36 @@ async def day_counts(
     return await _counts(
         client,
         db,
+        ORDER_COUNTS,
         [
-            *PENDING_DELTAS,
-            {"$match": {"day": days or {"$exists": True}}},
-            {"$group": {"_id": "$status", "n": {"$sum": "$n"}}},
+            {"$match": {"_id": ids} if ids else {}},
+            {"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}},
         ],
-        {
-            "coll": ORDER_COUNTS,
-            "pipeline": [
-                {"$match": {"_id": ids} if ids else {}},
-                {"$group": {"_id": "$_id.status", "n": {"$sum": "$n"}}},
-            ],
-        },
+        lambda day: (first is None or day >= first) and (end is None or day < end),
     )
 
 
 async def _counts(
     client: AsyncMongoClient[Document],
     db: AsyncDatabase[Document],
-    pending: list[Document],
-    counted: Document,
+    rollup: str,
+    by_status: list[Document],
+    within: Callable[[str], bool],
 ) -> dict[str, int] | None:
-    """Orders by status: the rows `{_id: status, n}` of the `pending` stages over the
-    orders and of the `counted` rollup (a `$unionWith`), summed, read with the build marker
-    in one aggregation in one snapshot; None while the rollups are not built."""
+    """Orders by status: the rows `{_id: status, n}` of the `by_status` aggregation over the
+    `rollup`, plus the pending bucket deltas of the days `within`, in one snapshot; None
+    while the rollups are not built."""
     async with client.start_session(snapshot=True) as session:
-        rows = await (
-            await db[ORDERS].aggregate(
-                [*pending, {"$unionWith": counted}, _MARKER], session=session
-            )
-        ).to_list()
-    if not any(row.get(_BUILT) for row in rows):
-        return None
+        pending = await _pending(db, session)
+        if pending is None:
+            return None
+        rows = await (await db[rollup].aggregate(by_status, session=session)).to_list()
     counts: dict[str, int] = defaultdict(int)
     for row in rows:
-        if _BUILT not in row:
-            counts[row["_id"]] += row["n"]
+        counts[row["_id"]] += row["n"]
+    for delta in pending:
+        if "day" in delta and within(delta["day"]):
+            counts[delta["status"]] += delta["n"]
     return dict(counts)
 
 

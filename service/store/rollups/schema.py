@@ -7,16 +7,18 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.store.client import ORDERS, Document
-from service.store.rollups.deltas import PENDING
 
 ORDER_COUNTS = "order_counts"
 CUSTOMER_COUNTS = "customer_counts"
 STATUS_COUNTS = "status_counts"
 ROLLUP_STATE = "rollup_state"
-BUILT = "built-v3"
-"""The marker of a completed build; a new name when the rollups change shape, so a worker
-of this version rebuilds rollups an earlier version made (v2 added `status_counts`, v3 each
-customer's breakdown by status and currency and by day in `customer_counts`)."""
+BUILT = "built-v4"
+"""The marker of a completed build; a new name when the rollups change shape or how they
+are kept, so a worker of this version rebuilds rollups an earlier version made (v2 added
+`status_counts`, v3 each customer's breakdown by status and currency and by day in
+`customer_counts`, v4 the rollups' change feed instead of deltas pending in the orders)."""
+OLD_PENDING_INDEX = "rollups_pending"
+"""The index of the deltas orders kept pending before v4; nothing writes them any more."""
 
 
 async def built(db: AsyncDatabase[Document], session: AsyncClientSession) -> bool:
@@ -31,8 +33,5 @@ async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> N
         name=f"top_{currency}",
     )
     await db[CUSTOMER_COUNTS].create_index([("n", 1)], name="orders")
-    await db[ORDERS].create_index(
-        [("rollups_pending._d", 1)],
-        name="rollups_pending",
-        partialFilterExpression=PENDING,
-    )
+    if OLD_PENDING_INDEX in await db[ORDERS].index_information():
+        await db[ORDERS].drop_index(OLD_PENDING_INDEX)
