@@ -177,9 +177,7 @@ async def run(url: str, mongod: int) -> None:
             batches = [docs[k : k + BATCH] for k in range(0, N, BATCH)]
             for kind in ("place", "action"):
                 if kind == "action":  # both act on settled orders
-                    await db.orders.update_many(
-                        {}, {"$set": {"outbox": []}}
-                    )
+                    await db.orders.update_many({}, {"$set": {"outbox": []}})
                 written, cpu, started = (
                     await documents_written(db),
                     cpu_seconds(mongod),
