@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
@@ -21,6 +20,7 @@ from bench.numbers import ms, percentile
 from bench.scale import Scale
 from service.store.client import ORDERS, Document
 from service.store.feed import pending
+from service.store.outbox import backlog
 from service.store.rollups.deltas import FEED_PIPELINE, ROLLUPS_FEED
 
 PLACE = "orders.place"
@@ -84,20 +84,12 @@ async def _drained(connection: AbstractConnection, queue: str, worker: Worker) -
     await asyncio.sleep(0.5)
 
 
-OUTBOX_PENDING: Document = {
-    "outbox.0": {"$exists": True},
-    "outbox.at": {"$gte": datetime(1970, 1, 1, tzinfo=UTC)},
-}
-"""Orders with events in their outbox, through the partial `outbox_pending` index."""
-
-
 async def _settled(db: AsyncDatabase[Document]) -> None:
-    """Wait until no order has an event in its outbox and the rollups feed has taken every
-    change, so the documents written (and the CPU) count every write the run's messages
-    cause."""
+    """Wait until the events feed has published every event and the rollups feed has taken
+    every change, so the documents written (and the CPU) count every write the run's
+    messages cause."""
     for _ in range(300):
-        outbox = await db[ORDERS].count_documents(OUTBOX_PENDING)
-        if not outbox and await _rollups_taken(db):
+        if not await backlog(db) and await _rollups_taken(db):
             return
         await asyncio.sleep(0.1)
     raise BenchError("events or rollup deltas still pending 30 s after the run")

@@ -164,7 +164,7 @@ async def throughput(
     }
     per_message = figures["cpu_ms_per_message"]
     # Start-up excluded: from the worker's first event until its queue is drained and no
-    # order has an event in its outbox or a delta outside the rollups.
+    # event or change is left for the events and rollups feeds.
     figures["worker_cpu_ms_per_place"] = per_message["worker_place"]["worker_after_start"]
     figures["worker_cpu_ms_per_action"] = per_message["worker_action"]["worker_after_start"]
     figures["mongod_cpu_ms_per_place"] = per_message["worker_place"]["mongod"]

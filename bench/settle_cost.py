@@ -3,9 +3,10 @@ and indexes: `uv run python -m bench.settle_cost` (docs/benchmarks.md, "One writ
 through the change stream, measured"). Not part of `make bench`.
 
 - **A, a second write per change**: a batch written (`insert_many` of new orders, or a
-  `bulk_write` that sets a status and the deltas and pushes the event), then per batch one
-  transaction that `$inc`s a rollup document and empties the batch's outboxes, as the rollup
-  applier's round did before the rollups feed (without its `$facet` over the deltas).
+  `bulk_write` that sets a status, the deltas and the event), then per batch one
+  transaction that `$inc`s a rollup document and clears the batch's events (a second write
+  of each order, as the outbox's removal and the rollup applier's round were before the
+  change feeds; without the applier's `$facet` over the deltas).
 - **B, one write**: the same writes, a change stream on the collection read by a second
   task, and per batch of changes read one transaction that `$inc`s the rollup document and
   upserts a checkpoint holding the stream's resume token.
@@ -80,8 +81,8 @@ async def write(db: AsyncDatabase[Document], batch: Sequence[Document], kind: st
                         "version": 2,
                         "updated_at": datetime.now(UTC),
                         "rollup": {"v": 2, "d": doc["rollup"]["d"]},
+                        "event": doc["event"],
                     },
-                    "$push": {"outbox": doc["outbox"][0]},
                 },
             )
             for doc in batch
@@ -106,7 +107,7 @@ async def two_writes(
             )
             await db.orders.update_many(
                 {"_id": {"$in": ids}},
-                {"$set": {"outbox": []}},
+                {"$set": {"event": None}},
                 session=session,
             )
 
@@ -125,7 +126,7 @@ async def one_write(
     if kind == "place":
         pipeline: list[Document] = [
             {"$match": {"operationType": "insert"}},
-            {"$project": {"fullDocument.outbox": 1, "fullDocument.rollup": 1}},
+            {"$project": {"fullDocument.event": 1, "fullDocument.rollup": 1}},
         ]
     else:
         pipeline = [
@@ -177,7 +178,7 @@ async def run(url: str, mongod: int) -> None:
             batches = [docs[k : k + BATCH] for k in range(0, N, BATCH)]
             for kind in ("place", "action"):
                 if kind == "action":  # both act on settled orders
-                    await db.orders.update_many({}, {"$set": {"outbox": []}})
+                    await db.orders.update_many({}, {"$set": {"event": None}})
                 written, cpu, started = (
                     await documents_written(db),
                     cpu_seconds(mongod),

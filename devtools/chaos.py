@@ -81,6 +81,7 @@ from devtools.chaos_report import (
 )
 from devtools.chaos_workload import Workload, plan_workload
 from devtools.embedded_mongo import EmbeddedMongo, free_port, start_mongod
+from service.store.outbox import backlog
 
 log = logging.getLogger("chaos")
 
@@ -324,7 +325,8 @@ class Quiescence:
 
 
 async def wait_quiescent(run: Run, orders: AsyncCollection[dict[str, Any]]) -> Quiescence:
-    """Work queues empty, no outbox entry left, and no event for a few seconds (bounded)."""
+    """Work queues empty, every committed event published (the events feed's backlog), and
+    no event for a few seconds (bounded)."""
     assert run.recorder is not None
     started = time.monotonic()
     last_report = 0.0
@@ -335,15 +337,15 @@ async def wait_quiescent(run: Run, orders: AsyncCollection[dict[str, Any]]) -> Q
             # The event history (a stream) keeps every event: it is never drained.
             kept = (DEAD_QUEUE, HISTORY_STREAM)
             busy = {name: n for name, n in depths.items() if n and name not in kept}
-            outbox = await orders.count_documents({"outbox.0": {"$exists": True}})
+            unpublished = await backlog(orders.database)
         except (ChaosError, PyMongoError) as exc:
-            busy, outbox = {"?": -1}, -1
+            busy, unpublished = {"?": -1}, -1
             state = f"cannot check: {exc}"
         else:
             silent = time.monotonic() - run.recorder.last_delivery
-            state = f"queues with messages {busy or '{}'}, orders with outbox {outbox}, "
+            state = f"queues with messages {busy or '{}'}, events not published {unpublished}, "
             state += f"no event for {silent:.0f}s"
-            if not busy and outbox == 0 and silent >= QUIET_SECONDS:
+            if not busy and unpublished == 0 and silent >= QUIET_SECONDS:
                 return Quiescence(True, round(time.monotonic() - started, 1), state)
         elapsed = time.monotonic() - started
         if elapsed > QUIESCENCE_TIMEOUT:
@@ -363,7 +365,6 @@ async def read_orders(orders: AsyncCollection[dict[str, Any]]) -> list[dict[str,
         "status_history.to": 1,
         "metadata": 1,
         "version": 1,
-        "outbox.event_id": 1,
     }
     return await orders.find({}, projection).to_list(None)
 
@@ -405,6 +406,7 @@ async def execute(run: Run, workload: Workload, schedule: list[PlannedFault]) ->
         dead_letters=dead_letters,
     )
     ledger.quiescent = quiet.reached
+    ledger.events_unpublished = await backlog(orders.database)
     ledger.load_completed = completed
     ledger.worker_exits_unexpected = len(run.pool.unexpected_exits)
     outside = injector.unplanned_broker_outages(run.recorder.connection_losses)

@@ -63,7 +63,7 @@ class Ledger:
     chains_failed: int = 0
     chains_unstarted: int = 0
     ids_from_database: int = 0
-    outbox_left: int = 0
+    events_unpublished: int = 0
     worker_exits_unexpected: int = 0
     broker_outages_not_injected: int = 0
     """The shared broker went away outside this run's faults (someone else restarted it)."""
@@ -107,6 +107,7 @@ class Ledger:
             "a worker exited on its own": self.worker_exits_unexpected > 0,
             "the load stalled and was given up": not self.load_completed,
             "not quiescent within the time limit": not self.quiescent,
+            "events committed and not published": self.events_unpublished > 0,
         }
         return [reason for reason, failed in checks.items() if failed]
 
@@ -158,7 +159,7 @@ class Ledger:
             ("chains failed", f"{self.chains_failed}", "0"),
             ("chains not started (id never learned)", f"{self.chains_unstarted}", "0"),
             ("ids read from MongoDB (placed event late)", f"{self.ids_from_database}", ""),
-            ("outbox entries left", f"{self.outbox_left}", "0"),
+            ("events not published (events feed backlog)", f"{self.events_unpublished}", "0"),
             ("workers that exited on their own", f"{self.worker_exits_unexpected}", "0"),
             ("broker outages not injected by this run", f"{self.broker_outages_not_injected}",
              "0 (not a failure)"),
@@ -237,7 +238,6 @@ def build_ledger(
         publish_retries=produced.publish_retries,
         orders_stored=len(docs),
         ids_from_database=produced.ids_from_database,
-        outbox_left=sum(len(doc.get("outbox") or ()) for doc in docs),
     )
     evidence = Evidence()
     _count_chains(ledger, evidence, workload, produced, docs)

@@ -1,4 +1,4 @@
-"""The app factory: settings, broker, Mongo client and relay, wired in the lifespan.
+"""The app factory: settings, broker, Mongo client and the events feed, wired in the lifespan.
 
 Run with `faststream run --factory service.app:create_app`.
 """
@@ -19,14 +19,13 @@ from pymongo import AsyncMongoClient
 from service import amqp_decoding
 from service.amqp_connection import rabbit_broker
 from service.application.handlers import OrderHandlers
-from service.bootstrap import StaleQueues, cancel, open_core
+from service.bootstrap import Core, StaleQueues, cancel, open_core
 from service.config import Settings
 from service.health import HealthServer, Phase, Readiness
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.membership import Membership
-from service.store.outbox import OutboxRelay
 from service.topology import PLACE, topology
 from service.worker.consumers import QueueConsumer
 from service.worker.delivery import Courier
@@ -163,7 +162,7 @@ class Worker:
         self.membership: MembershipLoop | None = None
         self.watchdog = ConsumerWatchdog(self.broker, [self.places, self.actions.intake])
         self.readiness = Readiness(EveryConsumer(self.watchdog, self.partitions))
-        self.relay: OutboxRelay | None = None
+        self.core: Core | None = None
         self.background: list[asyncio.Task[None]] = []
         self.watchdog_task: asyncio.Task[None] | None = None
 
@@ -198,7 +197,7 @@ class Worker:
                 report_backlog=self.metrics.backlog,
                 on_connect=watch,
             ) as core:
-                self.relay = core.relay
+                self.core = core
                 self.actions.numbers.lookup = core.store.id_of  # the sequencer's too
                 membership = Membership(core.database, lease_seconds=self.lease_seconds)
                 await membership.ensure_indexes()
@@ -258,10 +257,11 @@ class Worker:
         await self.actions.intake.close()
 
     async def drain_outbox(self) -> None:
-        """On SIGTERM, before the broker closes: publish what is pending (bounded)."""
-        if self.relay is not None:
+        """On SIGTERM, before the broker closes: until every committed event is published
+        (bounded)."""
+        if self.core is not None:
             with contextlib.suppress(Exception, TimeoutError):
-                await asyncio.wait_for(self.relay.drain(), timeout=5.0)
+                await asyncio.wait_for(self.core.drain(), timeout=5.0)
 
     async def stop_background(self) -> None:
         await cancel(self.background)

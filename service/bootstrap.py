@@ -1,8 +1,9 @@
 """The composition root: what every entry point runs on, opened once per process:
-MongoDB, its indexes and rollups, the outbox relay, the rollups feed and the use cases.
+MongoDB, its indexes and rollups, the events and rollups feeds and the use cases.
 
 The AMQP worker (service/app.py) and the HTTP gateway (service/gateway) each open one core
-with their own event publisher: the same store, the same outbox, the same events.
+with their own event publisher: the same store, the same feeds (one reader of each at a
+time, in whichever process holds its lease), the same events.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from service.store.client import Document, connect, database, ensure_indexes
 from service.store.cursors import CursorCodec, cursor_key
 from service.store.feed import ChangeFeed
 from service.store.orders import OrderStore
-from service.store.outbox import EventPublisher, OutboxRelay
+from service.store.outbox import (
+    EVENTS_FEED,
+    EventPublisher,
+    EventRelay,
+    backlog,
+    open_events_feed,
+    publish_left_behind,
+)
+from service.store.outbox import FEED_PIPELINE as EVENTS_PIPELINE
 from service.store.queries import OrderQueries
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
@@ -42,15 +51,25 @@ from service.topology import STREAM_RETENTION, Topology, is_stream
 log = logging.getLogger("service")
 
 STARTUP_WAIT_SECONDS = 120.0
+BACKLOG_SECONDS = 2.0
+"""How often the events not yet published are counted (the `outbox_backlog` gauge)."""
+DRAIN_POLL_SECONDS = 0.05
 
 
 @dataclass
 class Core:
     store: OrderStore
-    relay: OutboxRelay
     orders: OrderService
     database: AsyncDatabase[Document]
     background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def drain(self) -> None:
+        """At shutdown: once every event committed is published (by this process's events
+        feed reader or another's); the caller bounds the wait."""
+        while True:  # polled: the events may be another process's to publish
+            if not await backlog(self.database):
+                return
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     async def stop_background(self) -> None:
         await cancel(self.background)
@@ -68,10 +87,10 @@ async def open_core(
     mongo_timeout_ms: int = 5000,
 ) -> AsyncIterator[Core]:
     """Wait for MongoDB, make sure of the indexes and rollups, declare the broker topology
-    (waiting for RabbitMQ), then start the relay and the rollups feed; stop them on exit.
+    (waiting for RabbitMQ), then start the events and rollups feeds; stop them on exit.
 
     `on_connect` sees the client as soon as it exists (the worker's readiness pings it);
-    `on_broker` runs once RabbitMQ has answered, before the relay publishes anything;
+    `on_broker` runs once RabbitMQ has answered, before the events feed publishes anything;
     `mongo_timeout_ms` bounds how long one operation waits for a MongoDB server."""
     client = connect(settings.mongo_url.get_secret_value(), timeout_ms=mongo_timeout_ms)
     on_connect(client)
@@ -84,14 +103,11 @@ async def open_core(
         await _wait_for_rabbitmq(settings.amqp_url.get_secret_value(), names)
         if on_broker is not None:
             await on_broker()
-        relay = OutboxRelay(
-            db,
-            publisher,
-            sweep_seconds=settings.outbox_sweep_seconds,
-            grace_seconds=settings.outbox_grace_seconds,
-            failpoints=Failpoints(settings.failpoints),
-            report_backlog=report_backlog,
-        )
+        await open_events_feed(db)
+        try:
+            await publish_left_behind(db, publisher)
+        except Exception:  # what is left stays for the next start
+            log.warning("publishing the events an earlier version left failed", exc_info=True)
         store = OrderStore(db)
         orders = OrderService(
             store,
@@ -99,30 +115,52 @@ async def open_core(
                 db, client, cursors=CursorCodec(await cursor_key(db, settings.cursor_key))
             ),
             OrderStats(db, client),
-            relay,
             default_currency=settings.default_currency,
             batch_size=settings.batch_max_size,
             batch_wait=settings.batch_wait_ms / 1000,
+        )
+        owner = uuid.uuid4().hex
+        events = ChangeFeed(
+            db,
+            EVENTS_FEED,
+            EventRelay(publisher, failpoints=Failpoints(settings.failpoints)),
+            owner=owner,
+            pipeline=EVENTS_PIPELINE,
         )
         rollups = ChangeFeed(
             db,
             ROLLUPS_FEED,
             RollupApplier(db, currency=settings.default_currency),
-            owner=uuid.uuid4().hex,
+            owner=owner,
             pipeline=FEED_PIPELINE,
         )
-        core = Core(store, relay, orders, db)
+        core = Core(store, orders, db)
         core.background += [
-            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(events.run(), name="events-feed"),
             asyncio.create_task(rollups.run(), name="rollups-feed"),
             asyncio.create_task(run_backfill(db), name="search-texts-backfill"),
         ]
+        if report_backlog is not None:
+            core.background.append(
+                asyncio.create_task(_report_backlog(db, report_backlog), name="events-backlog")
+            )
         try:
             yield core
         finally:
             await core.stop_background()
     finally:
         await client.close()
+
+
+async def _report_backlog(db: AsyncDatabase[Document], report: Callable[[int], None]) -> None:
+    while True:
+        try:
+            report(await backlog(db))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # MongoDB away: reported again once it is back
+            log.debug("counting the events not yet published failed", exc_info=True)
+        await asyncio.sleep(BACKLOG_SECONDS)
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -102,12 +102,6 @@ class Settings(BaseSettings):
         default=120.0,
         description="How long a message waits out MongoDB or broker outages before dead-lettering.",
     )
-    outbox_sweep_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=2.0, description="How often the relay looks for events left behind."
-    )
-    outbox_grace_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=5.0, description="Age of an outbox entry before the sweep publishes it."
-    )
     retry_delays_ms: tuple[Annotated[int, Field(ge=1, le=86_400_000)], ...] = Field(
         default=(1000, 5000, 15000),
         max_length=10,
@@ -141,7 +135,7 @@ class Settings(BaseSettings):
         default=2.0, description="How long a micro-batch waits for more places to arrive."
     )
     shutdown_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=20.0, description="How long SIGTERM waits for in-flight messages and the outbox."
+        default=20.0, description="How long SIGTERM waits for in-flight messages and unpublished events."
     )
     http_host: str = Field(
         default="127.0.0.1",

@@ -14,7 +14,8 @@ import signal
 log = logging.getLogger(__name__)
 
 CRASH_BEFORE_PUBLISH = "crash-before-publish"
-"""After a change and its outbox entry are committed, before the event is published."""
+"""After a change and its event are committed, before the events feed publishes the event
+(it publishes it again after the restart)."""
 
 FAIL_HANDLER = "fail-handler"
 """A handler raises `InjectedFault` on a message whose body contains `failpoint:fail-handler`

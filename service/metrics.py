@@ -222,8 +222,8 @@ class ServiceMetrics:
         )
         self.outbox_backlog = Gauge(
             "outbox_backlog",
-            "Events committed but not yet published (pending outbox entries), as of the "
-            "relay's last sweep.",
+            "Events committed but not yet published (the writes after the events feed's "
+            "checkpoint), counted every 2 s.",
             namespace=PREFIX,
             registry=registry,
         )

@@ -1,5 +1,5 @@
 """Placing orders in micro-batches: one look-up of idempotency keys, one block of ids, one
-`insert_many`, the batch's events published together with confirms, one outbox clean-up.
+`insert_many` (each order with its event, which the events feed publishes).
 
 Every request keeps its own outcome: a new order, the first order of a repeated key with
 the same body, an `IdempotencyConflict` for a repeated key with another body, or an
@@ -17,7 +17,7 @@ from service.adapters.events import event_payload
 from service.application.commands import place_command
 from service.application.delivery import Delivery
 from service.application.idempotency import place_stamp
-from service.application.ports import RelayPort, StorePort
+from service.application.ports import StorePort
 from service.batching import MicroBatcher
 from service.domain import order as domain
 from service.domain.commands import PlaceOrder
@@ -27,7 +27,6 @@ from service.domain.model import Order
 from service.domain.records import (
     DuplicateOrderNumber,
     DuplicatePlacement,
-    PendingEvent,
     PlacedBefore,
     Placement,
 )
@@ -65,7 +64,6 @@ class Placer:
     def __init__(
         self,
         store: StorePort,
-        relay: RelayPort,
         *,
         default_currency: str,
         clock: Callable[[], datetime],
@@ -74,7 +72,6 @@ class Placer:
         batch_wait: float,
     ) -> None:
         self._store = store
-        self._relay = relay
         self._currency = default_currency
         self._clock = clock
         self._order_numbers = order_numbers
@@ -92,8 +89,6 @@ class Placer:
         replay of it (the same fingerprint) or an `IdempotencyConflict`."""
         keys = {request.key for request in requests if request.key is not None}
         known = await self._store.by_idempotency_keys(keys) if keys else {}
-        for id in {placed.order.id for placed in known.values()}:
-            await self._relay.flush(id)  # a crash may have kept its event back
         outcome: dict[Slot, Outcome] = {key: known[key] for key in known}
         fresh: dict[Slot, PlaceRequest] = {}
         for index, request in enumerate(requests):
@@ -135,24 +130,20 @@ class Placer:
         fresh: dict[Slot, PlaceRequest],
         created: dict[Slot, Outcome],
     ) -> dict[Slot, Placement]:
-        """One draw: insert the placements of `slots`, publish the events of those stored
-        and record each outcome in `created`; the placements to draw again (their public
-        order number was taken)."""
+        """One draw: insert the placements of `slots` and record each outcome in `created`;
+        the placements to draw again (their public order number was taken)."""
         errors = await self._store.insert_many([pending[slot] for slot in slots])
         retry: dict[Slot, Placement] = {}
-        new_events: list[tuple[int, PendingEvent]] = []
         for slot, error in zip(slots, errors, strict=True):
             placement = pending[slot]
             if error is None:
                 created[slot] = Placed(placement.order, replayed=False)
-                new_events.append((placement.order.id, _pending_event(placement)))
             elif isinstance(error, DuplicateOrderNumber):
                 retry[slot] = self._placement(fresh[slot], placement.order.id)
             elif isinstance(error, DuplicatePlacement) and placement.stamp is not None:
                 created[slot] = await self._first(placement.stamp.key)
             else:
                 created[slot] = error
-        await self._relay.publish_new(new_events)
         return retry
 
     def _placement(self, request: PlaceRequest, id: int) -> Placement:
@@ -173,13 +164,6 @@ class Placer:
         namespaces were separate holds the same string as a message id: a conflict."""
         first = (await self._store.by_idempotency_keys([key])).get(key)
         return first or IdempotencyConflict(key.value, from_message=key.from_message)
-
-
-def _pending_event(placement: Placement) -> PendingEvent:
-    event = placement.event
-    return PendingEvent(
-        event.event_id, event.event_type, placement.payload, placement.correlation_id
-    )
 
 
 def _slot(request: PlaceRequest, index: int) -> Slot:

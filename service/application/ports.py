@@ -18,16 +18,14 @@ from service.domain.model import Order
 from service.domain.order import Change
 from service.domain.records import (
     Page,
-    PendingEntries,
-    PendingEvent,
     PlacedBefore,
     Placement,
 )
 
 
 class StorePort(Protocol):
-    """The orders, each with its outbox of events not yet published
-    (service/store/orders.py `OrderStore`)."""
+    """The orders, each write with its event (service/store/orders.py `OrderStore`; the
+    events feed publishes them: service/store/outbox.py)."""
 
     async def by_id(self, id: int) -> Order | None:
         """The order with this database id, or None."""
@@ -35,19 +33,17 @@ class StorePort(Protocol):
     async def by_order_id(self, order_id: int) -> Order | None:
         """The order with this public order number, or None."""
 
-    async def apply(
-        self, change: Change, correlation_id: str | None, payload: bytes
-    ) -> PendingEntries | None:
+    async def apply(self, change: Change, correlation_id: str | None, payload: bytes) -> bool:
         """Write `change` only if the order is still at the status and version of
-        `change.before`, with its event (body `payload`) in the outbox in the same write.
-        The order's pending events after the write, or None: the order changed meanwhile
-        (or is gone), nothing was written."""
+        `change.before`, with its event (body `payload`) in the same write, for the events
+        feed to publish. Whether it was written; if not, the order changed meanwhile (or is
+        gone)."""
 
     async def allocate_ids(self, count: int) -> range:
         """`count` new consecutive database ids."""
 
     async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
-        """Store new orders, each with its first event in its outbox. Per placement: None,
+        """Store new orders, each with its first event. Per placement: None,
         or why it was not stored: `DuplicatePlacement` (its key placed an order already),
         `DuplicateOrderNumber` (its public number is taken), or another error."""
 
@@ -55,19 +51,6 @@ class StorePort(Protocol):
         self, keys: Collection[RequestKey]
     ) -> Mapping[RequestKey, PlacedBefore]:
         """The orders placed by any of `keys`, each with the stamp of the request that did."""
-
-
-class RelayPort(Protocol):
-    """Publishes the events waiting in the outboxes, then removes them
-    (service/store/outbox.py `OutboxRelay`)."""
-
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
-        """Publish the pending events of order `id` in order (`pending`: its outbox as a
-        write just left it; None: read it); how many went out. What fails stays."""
-
-    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
-        """Publish the first events of orders just stored (by order id) and remove them
-        from their outboxes; what fails stays for the sweep."""
 
 
 class QueriesPort(Protocol):

@@ -1,4 +1,5 @@
-"""The use cases: load, let the domain decide, save, hand events to the relay.
+"""The use cases: load, let the domain decide, save (each write with its event, which the
+events feed publishes: service/store/outbox.py).
 
 Transport-free: the worker's subscribers and the HTTP gateway both call these.
 """
@@ -20,7 +21,7 @@ from service.application.commands import order_action
 from service.application.delivery import Delivery
 from service.application.idempotency import action_stamp
 from service.application.placing import Placed, Placer
-from service.application.ports import QueriesPort, RelayPort, StatsPort, StorePort
+from service.application.ports import QueriesPort, StatsPort, StorePort
 from service.domain import order as domain
 from service.domain.errors import (
     ConcurrentChange,
@@ -124,7 +125,6 @@ class OrderService:
         store: StorePort,
         queries: QueriesPort,
         stats: StatsPort,
-        relay: RelayPort,
         *,
         default_currency: str,
         clock: Callable[[], datetime] = utc_now,
@@ -135,13 +135,11 @@ class OrderService:
         self._store = store
         self._queries = queries
         self._stats = stats
-        self._relay = relay
         self._currency = default_currency
         self._clock = clock
         self._recent = RecentOrders()
         self._placer = Placer(
             store,
-            relay,
             default_currency=default_currency,
             clock=clock,
             order_numbers=order_numbers,
@@ -184,15 +182,11 @@ class OrderService:
                 if from_cache:  # confirm a no-op on a fresh read
                     order = None
                     continue
-                if request is not None and order.applied(request.key) is not None:
-                    await self._relay.flush(order.id)  # a crash may have kept its event back
                 return order
-            pending = await self._store.apply(
+            if await self._store.apply(
                 change, delivery.correlation_id, event_payload(change.event)
-            )
-            if pending is not None:
+            ):
                 self._recent.remember(change.after)
-                await self._relay.flush(order.id, pending)
                 return change.after
             order = None  # lost a race, or the remembered order was stale: read it again
         raise ConcurrentChange(version)

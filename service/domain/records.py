@@ -6,15 +6,10 @@ importing the other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from service.domain.events import Event
 from service.domain.idempotency import RequestStamp
 from service.domain.model import Order
-
-PendingEntries = list[dict[str, Any]]
-"""An order's outbox as a write left it: its pending events in the store's own form. The
-use cases do not read them; they hand them to the relay's `flush`, which saves it a read."""
 
 
 class DuplicateOrderNumber(Exception):

@@ -1,8 +1,8 @@
 """The HTTP app: FastAPI routes over the worker's handlers, one core per process.
 
 Every route turns its request into the body the broker handler of the same name takes and
-answers with the same envelope. A change made here writes its event into the same outbox,
-and this process's relay publishes it to the same events exchange.
+answers with the same envelope. A change made here writes its event into its order as well,
+and the events feed (whichever process reads it) publishes it to the same events exchange.
 
 The order routes need an API key (auth.py); health, metrics (health.py) and the docs, served
 from a package rather than a CDN, do not. CORS is off unless origins are configured, and
@@ -208,15 +208,15 @@ class Gateway:
             finally:
                 self.health.phase = Phase.STOPPING
                 with contextlib.suppress(Exception, TimeoutError):  # bounded, like the worker's
-                    await asyncio.wait_for(core.relay.drain(), 5.0)
+                    await asyncio.wait_for(core.drain(), 5.0)
                 await self.broker.stop()
 
     def _connected(self, client: AsyncMongoClient[Document]) -> None:
         self.health.client = client
 
     async def publish_event(self, event: PendingEvent) -> None:
-        """Publish with a bound: while RabbitMQ is unreachable, a request answers once its
-        change is committed, and its event waits in the outbox for the relay's sweep."""
+        """Publish with a bound (the events feed tries the batch again: its events wait in
+        their orders meanwhile)."""
         await asyncio.wait_for(
             publish_event(self.broker, self.names, event), PUBLISH_TIMEOUT_SECONDS
         )

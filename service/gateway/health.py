@@ -5,7 +5,7 @@ worker's answers (service/health.py) and metric names (service/metrics.py).
     GET /health/ready  200 when the gateway has started and is not stopping and MongoDB
                        answers a ping in time; 503 otherwise, the JSON body saying which
                        check failed (RabbitMQ is not a check: without it the gateway still
-                       answers, and the events wait in the outbox)
+                       answers, and the events wait in their orders)
     GET /metrics       the registry in Prometheus text format: the requests by route, method
                        and status, their latency, the outbox backlog and the events published
 

@@ -110,7 +110,7 @@ ORDER_INDEXES = [
 """Each index and the query it serves: order_id lookups; idempotent placing; list and stats
 by customer, by status, by user and by date; search (the orders of the matching texts, see
 `service.store.search`, or a regular expression over the index keys of `search_text`); the
-outbox sweep."""
+events an earlier version left in `outbox` arrays (`outbox.publish_left_behind`)."""
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:

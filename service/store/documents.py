@@ -12,6 +12,7 @@ from service.domain.model import HistoryEntry, Item, Order
 from service.store.client import Document
 
 ORDER_FIELDS = {
+    "event": 0,
     "outbox": 0,
     "idempotency_key": 0,
     "message_id": 0,
@@ -20,8 +21,9 @@ ORDER_FIELDS = {
     "rollup": 0,
     "rollups_pending": 0,
 }
-"""Projection for reading orders: the outbox, the placing key and fingerprint, the search
-text and the rollup deltas (`rollup`; `rollups_pending` in orders written before the
+"""Projection for reading orders: the last write's event (`event`; `outbox` in orders
+written before the events feed), the placing key and fingerprint, the search text and the
+rollup deltas (`rollup`; `rollups_pending` in orders written before the
 rollups' change feed) are internal."""
 
 CALLER_KEY = "idempotency_key"
@@ -44,9 +46,12 @@ def history_document(entry: HistoryEntry) -> Document:
     }
 
 
-def outbox_entry(event: Event, correlation_id: str | None, payload: bytes) -> Document:
-    """An event waiting in its order's document until the relay has published it, with its
-    body as it will be published (`payload`)."""
+EVENT = "event"
+
+
+def event_entry(event: Event, correlation_id: str | None, payload: bytes) -> Document:
+    """The event of a write, as the write sets it in the order's `event` field for the
+    events feed to publish, with its body as it will be published (`payload`)."""
     return {
         "event_id": event.event_id,
         "routing_key": event.event_type,

@@ -36,6 +36,7 @@ from bson.timestamp import Timestamp
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from service.store.client import ORDERS, Document
 
@@ -46,6 +47,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_SECONDS = 10.0
 """How long a reader's lease lasts unless renewed; it is renewed every third of that."""
 MAX_BATCH = 1000
+HAND_ON_SECONDS = 5.0
+"""How long a reader told to stop (cancelled) waits for the batch it is handing on."""
 PENDING_AWAIT_MS = 1
 """How long `pending`'s last read of the stream waits for more (it is at the end)."""
 
@@ -67,9 +70,27 @@ async def open_feed(
     name: str,
     after: Timestamp,
     session: AsyncClientSession | None = None,
+    *,
+    only_new: bool = False,
 ) -> None:
     """Start feed `name` over with the changes after cluster time `after`. A reader of it
-    from before (or from before it was closed) can no longer move its checkpoint."""
+    from before (or from before it was closed) can no longer move its checkpoint. With
+    `only_new`, a feed that exists (open or closed) is left as it is."""
+    if only_new:
+        with contextlib.suppress(DuplicateKeyError):
+            await db[FEEDS].insert_one(
+                {
+                    "_id": name,
+                    "open": True,
+                    "after": after,
+                    "resume": None,
+                    "owner": None,
+                    "until": EPOCH,
+                    "token": 1,
+                },
+                session=session,
+            )
+        return
     await db[FEEDS].update_one(
         {"_id": name},
         {
@@ -144,10 +165,14 @@ class ChangeFeed:
         self._lease_ms = int(lease_seconds * 1000)
         self._lease_seconds = lease_seconds
         self._max_batch = max_batch
+        self._handing: asyncio.Future[None] | None = None
+        """The batch being handed on and checkpointed, which a stop lets finish."""
 
     async def run(self) -> None:
         """Read whenever this process holds the lease, until cancelled; outages are waited
-        out. The lease is given up on the way out, so another process reads on at once."""
+        out. Cancelled, it lets the batch it is handing on finish (for up to
+        `HAND_ON_SECONDS`: a stop repeats nothing), and gives the lease up, so another
+        process reads on at once."""
         while True:
             token = None
             try:
@@ -155,6 +180,8 @@ class ChangeFeed:
                 if token is not None:
                     await self.read(token)
             except asyncio.CancelledError:
+                if self._handing is not None and not self._handing.done():
+                    await asyncio.wait({self._handing}, timeout=HAND_ON_SECONDS)
                 if token is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(self.release(token))
@@ -225,10 +252,16 @@ class ChangeFeed:
         """One batch handed on and checkpointed (none: the lease renewed and the checkpoint
         moved along the stream); how many changes."""
         changes = await self._batch(stream)
+        self._handing = asyncio.ensure_future(self._hand_on(token, changes, stream.resume_token))
+        await asyncio.shield(self._handing)
+        return len(changes)
+
+    async def _hand_on(
+        self, token: int, changes: Sequence[Document], resume: Mapping[str, Any] | None
+    ) -> None:
         if changes:
             await self._handler.deliver(changes)
-        await self._checkpoint(token, changes, stream.resume_token)
-        return len(changes)
+        await self._checkpoint(token, changes, resume)
 
     async def _batch(self, stream: AsyncChangeStream[Document]) -> list[Document]:
         """The next change (waiting up to the stream's `max_await_time_ms`), then those the

@@ -16,20 +16,20 @@ from service.domain.order import REMEMBERED_REQUESTS, Change
 from service.domain.records import (
     DuplicateOrderNumber,
     DuplicatePlacement,
-    PendingEntries,
     PlacedBefore,
     Placement,
 )
 from service.store.client import COUNTERS, ORDERS, Document
 from service.store.documents import (
     CALLER_KEY,
+    EVENT,
     MESSAGE_KEY,
     ORDER_FIELDS,
     applied_document,
+    event_entry,
     history_document,
     order_document,
     order_from_document,
-    outbox_entry,
     placement_fields,
     placement_query,
     placement_stamp,
@@ -50,7 +50,7 @@ class ChangeWrite(NamedTuple):
 
 def placement_document(placement: Placement) -> Document:
     doc = order_document(placement.order) | {
-        "outbox": [outbox_entry(placement.event, placement.correlation_id, placement.payload)],
+        EVENT: event_entry(placement.event, placement.correlation_id, placement.payload),
         ROLLUP: rollup_field(placement.order.version, place_deltas(placement.order)),
     }
     if placement.stamp is not None:
@@ -70,6 +70,8 @@ def _duplicate(error: dict[str, Any]) -> Exception:
     return WriteError(error.get("errmsg", "write failed"), error.get("code"), error)
 
 
+PLACED_FIELDS = {EVENT: 0, "outbox": 0, "rollup": 0}
+"""An order with the stamp of the request that placed it (`placement_stamp`)."""
 LOAD_BATCH = 500
 """Most orders read by id in one `find`."""
 WRITE_BATCH = 500
@@ -89,7 +91,7 @@ class OrderStore:
         self._loads: MicroBatcher[int, Order | None] = MicroBatcher(
             self._by_ids, max_size=LOAD_BATCH, max_wait=0.0, max_in_flight=1
         )
-        self._writes: MicroBatcher[ChangeWrite, list[Document] | None] = MicroBatcher(
+        self._writes: MicroBatcher[ChangeWrite, bool] = MicroBatcher(
             self._apply_batch, max_size=WRITE_BATCH, max_wait=0.0, max_in_flight=1
         )
 
@@ -106,7 +108,7 @@ class OrderStore:
         return range(last - count + 1, last + 1)
 
     async def insert_many(self, placements: Sequence[Placement]) -> list[Exception | None]:
-        """Store new orders, each with its `order.placed` event in the outbox, in one
+        """Store new orders, each with its `order.placed` event (for the events feed), in one
         unordered `insert_many`, after their search texts. Per placement: None, or the
         duplicate it ran into."""
         docs = [placement_document(p) for p in placements]
@@ -125,7 +127,7 @@ class OrderStore:
     ) -> dict[RequestKey, PlacedBefore]:
         """The orders placed by any of `keys`, each with the stamp of the request that did."""
         found: dict[RequestKey, PlacedBefore] = {}
-        async for doc in self._orders.find(placement_query(keys), {"outbox": 0}):
+        async for doc in self._orders.find(placement_query(keys), PLACED_FIELDS):
             stamp = placement_stamp(doc)
             if stamp is not None and stamp.key in keys:
                 found[stamp.key] = PlacedBefore(order_from_document(doc), stamp)
@@ -153,41 +155,30 @@ class OrderStore:
         doc = await self._orders.find_one(query, ORDER_FIELDS)
         return None if doc is None else order_from_document(doc)
 
-    async def apply(
-        self, change: Change, correlation_id: str | None, payload: bytes
-    ) -> PendingEntries | None:
+    async def apply(self, change: Change, correlation_id: str | None, payload: bytes) -> bool:
         """Write `change` if the order is still at the status and version it was decided on.
 
         A conditional write (the filter holds that status and version); the event goes into
-        the outbox in the same write, as `payload` (its body as published). Returns the
-        order's pending events after the write (its own and any left behind), or None:
-        somebody else changed the order first, so re-read and decide again. Changes that
-        arrive together share one `bulk_write` and one read of the outboxes (see
+        the order in the same write, as `payload` (its body as published), for the events
+        feed. Whether it was written; if not, somebody else changed the order first, so
+        re-read and decide again. Changes that arrive together share one `bulk_write` (see
         `_apply_batch`).
         """
         if change.request is None:  # nothing to recognise it by in a batch's read-back
             return await self._apply_one(ChangeWrite(change, correlation_id, payload))
         return await self._writes.submit(ChangeWrite(change, correlation_id, payload))
 
-    async def _apply_one(self, write: ChangeWrite) -> list[Document] | None:
-        """One conditional `find_one_and_update`, which returns the outbox it left."""
-        written = await self._orders.find_one_and_update(
-            _change_filter(write.change),
-            _change_update(write),
-            projection={"outbox": 1},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if written is None else list(written.get("outbox", []))
+    async def _apply_one(self, write: ChangeWrite) -> bool:
+        """One conditional update."""
+        written = await self._orders.update_one(_change_filter(write.change), _change_update(write))
+        return bool(written.matched_count)
 
-    async def _apply_batch(
-        self, items: Sequence[ChangeWrite]
-    ) -> list[list[Document] | BaseException | None]:
-        """The batch's conditional writes in one unordered `bulk_write`, then one read of
-        the orders: a change was written when the applied request its write pushed (marked
-        with the change's event id) is in the order, and its pending events are the order's
-        outbox. Its request key alone would not tell: two changes with the same key (the
-        same request twice, or a redelivery) can be in one batch, and only one is written.
-        A single change keeps the one round trip of `find_one_and_update`."""
+    async def _apply_batch(self, items: Sequence[ChangeWrite]) -> list[bool | BaseException]:
+        """The batch's conditional writes in one unordered `bulk_write`. When some were not
+        written, one read of the orders tells which were: a change was written when the
+        applied request its write pushed (marked with the change's event id) is in the
+        order. Its request key alone would not tell: two changes with the same key (the
+        same request twice, or a redelivery) can be in one batch, and only one is written."""
         if len(items) == 1:
             return [await self._apply_one(items[0])]
         errors: dict[int, BaseException] = {}
@@ -203,22 +194,22 @@ class OrderStore:
                 errors[error["index"]] = WriteError(
                     error.get("errmsg", "write failed"), error.get("code"), error
                 )
+        if everything:
+            return [True] * len(items)
         ids = list({write.change.before.id for write in items})
         orders = {
             doc["_id"]: doc
             async for doc in self._orders.find(
-                {"_id": {"$in": ids}}, {"outbox": 1, "applied_requests.event_id": 1}
+                {"_id": {"$in": ids}}, {"applied_requests.event_id": 1}
             )
         }
-        outcome: list[list[Document] | BaseException | None] = []
+        outcome: list[bool | BaseException] = []
         for index, (change, _, _) in enumerate(items):
             doc = orders.get(change.before.id)
             if index in errors:
                 outcome.append(errors[index])
-            elif doc is not None and (everything or _written(change, doc)):
-                outcome.append(list(doc.get("outbox", [])))
             else:
-                outcome.append(None)
+                outcome.append(doc is not None and _written(change, doc))
         return outcome
 
 
@@ -239,19 +230,22 @@ def _change_filter(change: Change) -> Document:
 def _change_update(write: ChangeWrite) -> Document:
     change = write.change
     after = change.after
-    push: Document = {"outbox": outbox_entry(change.event, write.correlation_id, write.payload)}
+    push: Document = {}
     if change.history is not None:
         push["status_history"] = history_document(change.history)
     if change.request is not None:
         applied = applied_document(change.request, change.event.event_id)
         push["applied_requests"] = {"$each": [applied], "$slice": -REMEMBERED_REQUESTS}
-    return {
+    update: Document = {
         "$set": {
             "status": str(after.status),
             "metadata": after.metadata,
             "version": after.version,
             "updated_at": after.updated_at,
             ROLLUP: rollup_field(after.version, change_deltas(change)),
-        },
-        "$push": push,
+            EVENT: event_entry(change.event, write.correlation_id, write.payload),
+        }
     }
+    if push:
+        update["$push"] = push
+    return update

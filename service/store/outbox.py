@@ -1,45 +1,59 @@
-"""The outbox relay: publishes the events waiting in order documents, then removes them.
+"""The outbox relay: publishes the events the orders' writes carry, from the orders' change
+stream.
 
-Every change writes its event into the order's `outbox` array in the same atomic update, so
-no change is committed without its event. After a command commits, its handler calls
-`flush(order id)`: the order's pending events are published in version order, under a
-per-order lock, with publisher confirms, and removed from the outbox at once (the removals
-of events published together share one `bulk_write`). A periodic sweep publishes whatever a
-crash or an outage left behind: at start-up everything, then what is older than
-`grace_seconds`. A crash between publishing and removing leaves an event in the outbox: the
-sweep publishes it once more (a repeated event id).
+Every write of an order sets its event in the order's `event` field in the same atomic
+write (service/store/orders.py), so no change is committed without its event, and the order
+document is the outbox. The events feed (`service.store.feed`: one reader at a time, under a
+fenced lease, from a checkpoint) reads the writes in the order they committed, and
+`EventRelay.deliver` publishes each batch's events with publisher confirms (one order's in
+the order written, different orders' concurrently) before the feed's checkpoint moves past
+them. A crash, a lost lease or a broker outage in between leaves the checkpoint where it
+was: the batch is read and published again (a repeated event id), never lost. Nothing is
+written back to the orders: one write per change.
+
+Orders written by an earlier version keep the events they had not published in an `outbox`
+array: `publish_left_behind` publishes and removes them at start-up, before the events
+feed starts (they are older than anything the feed reads).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
-from pymongo import UpdateOne
+from bson.timestamp import Timestamp
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.batching import MicroBatcher
-from service.domain.records import PendingEntries, PendingEvent
+from service.domain.records import PendingEvent
 from service.failpoints import CRASH_BEFORE_PUBLISH, Failpoints
 from service.store.client import ORDERS, Document
+from service.store.documents import EVENT
+from service.store.feed import FEEDS, open_feed, pending
 
 log = logging.getLogger(__name__)
 
-BACKLOG_PIPELINE: list[Document] = [
-    # Through the partial `outbox_pending` index: only orders with pending events are in it,
-    # and every entry has its timestamp `at`.
+EVENTS_FEED = "events"
+FEED_PIPELINE: tuple[Document, ...] = (
+    {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
     {
-        "$match": {
-            "outbox.0": {"$exists": True},
-            "outbox.at": {"$gte": datetime(1970, 1, 1, tzinfo=UTC)},
+        "$project": {
+            "documentKey": 1,
+            f"fullDocument.{EVENT}": 1,
+            f"updateDescription.updatedFields.{EVENT}": 1,
         }
     },
-    {"$group": {"_id": None, "events": {"$sum": {"$size": "$outbox"}}}},
-]
+)
+"""The events feed reads only the event of each write, and the order it belongs to."""
+LEFT_BEHIND: Document = {
+    "outbox.0": {"$exists": True},
+    "outbox.at": {"$gte": datetime(1970, 1, 1, tzinfo=UTC)},
+}
+"""Orders with events an earlier version did not publish, through the partial
+`outbox_pending` index (every entry has its timestamp `at`)."""
 
 
 class EventPublisher(Protocol):
@@ -47,136 +61,93 @@ class EventPublisher(Protocol):
         """Publish persistently and return once the broker confirmed it."""
 
 
-class OutboxRelay:
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        publisher: EventPublisher,
-        *,
-        sweep_seconds: float,
-        grace_seconds: float,
-        failpoints: Failpoints | None = None,
-        report_backlog: Callable[[int], None] | None = None,
-    ) -> None:
-        self._orders = db[ORDERS]
-        self._report_backlog = report_backlog
+def pending_event(entry: Document) -> PendingEvent:
+    """An event as a write stored it (`documents.event_entry`)."""
+    return PendingEvent(
+        entry["event_id"],
+        entry["routing_key"],
+        entry["payload"].encode(),
+        entry.get("correlation_id"),
+    )
+
+
+def events_of(changes: Sequence[Document]) -> dict[int, list[PendingEvent]]:
+    """The events of the writes that `changes` (the events feed's) are, by order, each
+    order's in the order written."""
+    by_order: dict[int, list[PendingEvent]] = {}
+    for change in changes:
+        fields = change.get("fullDocument") or change.get("updateDescription", {}).get(
+            "updatedFields", {}
+        )
+        entry = fields.get(EVENT)
+        if entry is not None:
+            by_order.setdefault(change["documentKey"]["_id"], []).append(pending_event(entry))
+    return by_order
+
+
+class EventRelay:
+    """The events feed's handler."""
+
+    def __init__(self, publisher: EventPublisher, *, failpoints: Failpoints | None = None) -> None:
         self._publisher = publisher
-        self._sweep_seconds = sweep_seconds
-        self._grace = timedelta(seconds=grace_seconds)
         self._failpoints = failpoints or Failpoints()
-        self._clear: MicroBatcher[tuple[int, tuple[str, ...]], None] = MicroBatcher(
-            self._clear_batch, max_size=500, max_wait=0.001
-        )
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._waiters: dict[int, int] = {}
 
-    @contextlib.asynccontextmanager
-    async def _order_lock(self, id: int) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(id, asyncio.Lock())
-        self._waiters[id] = self._waiters.get(id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._waiters[id] -= 1
-            if not self._waiters[id]:
-                del self._waiters[id], self._locks[id]
-
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
-        """Publish the pending events of order `id` in order, and remove them; return how
-        many went out. `pending` is the outbox as a write of this process just returned
-        it, which saves reading it again."""
-        async with self._order_lock(id):
-            if pending is None:
-                doc = await self._orders.find_one({"_id": id}, {"outbox": 1})
-                pending = [] if doc is None else doc.get("outbox", [])
-            published: list[str] = []
-            if pending:
-                self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
-            for entry in pending:
-                event = PendingEvent(
-                    entry["event_id"],
-                    entry["routing_key"],
-                    entry["payload"].encode(),
-                    entry.get("correlation_id"),
-                )
-                try:
-                    await self._publisher.publish_event(event)
-                except Exception:
-                    log.warning("publishing %s failed; it stays in the outbox", event.event_id)
-                    break
-                published.append(event.event_id)
-            if published:
-                await self._clear.submit((id, tuple(published)))
-            return len(published)
-
-    async def drain(self) -> None:
-        """At shutdown: publish whatever is left in the outboxes."""
-        await self.sweep(older_than=timedelta(0))
-
-    async def _clear_batch(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> list[None]:
-        """Remove published events from their outboxes, many orders in one round trip."""
-        await self._orders.bulk_write(
-            [
-                UpdateOne({"_id": id}, {"$pull": {"outbox": {"event_id": {"$in": list(ids)}}}})
-                for id, ids in items
-            ],
-            ordered=False,
-        )
-        return [None] * len(items)
-
-    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
-        """Publish the first events of orders just created (nothing can precede them), all
-        at once with confirms, and clear them from the outboxes in one update. Whatever
-        fails stays for the sweep."""
-        if not events:
+    async def deliver(self, changes: Sequence[Document]) -> None:
+        """Publish the events of `changes`: one order's one after another, in the order
+        written; different orders' at once. Any that fails fails the batch, which the feed
+        reads and publishes again."""
+        by_order = events_of(changes)
+        if not by_order:
             return
         self._failpoints.crash_if(CRASH_BEFORE_PUBLISH)
         results = await asyncio.gather(
-            *(self._publisher.publish_event(event) for _, event in events),
-            return_exceptions=True,
+            *(self._in_order(events) for events in by_order.values()), return_exceptions=True
         )
-        sent = [item for item, result in zip(events, results, strict=True) if result is None]
-        if len(sent) < len(events):
-            log.warning("%d events stay in the outbox for the sweep", len(events) - len(sent))
-        if sent:
-            await self._orders.update_many(
-                {"_id": {"$in": [id for id, _ in sent]}},
-                {"$pull": {"outbox": {"event_id": {"$in": [e.event_id for _, e in sent]}}}},
-            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
-    async def sweep(self, *, older_than: timedelta | None = None, limit: int = 500) -> int:
-        """Flush every order whose oldest pending event is older than the grace period."""
-        cutoff = datetime.now(UTC) - (self._grace if older_than is None else older_than)
-        cursor = self._orders.find(
-            {"outbox.0": {"$exists": True}, "outbox.at": {"$lte": cutoff}}, {"_id": 1}
-        ).limit(limit)
-        published = 0
-        async for doc in cursor:
-            published += await self.flush(doc["_id"])
-        return published
+    async def _in_order(self, events: list[PendingEvent]) -> None:
+        for event in events:
+            await self._publisher.publish_event(event)
 
-    async def backlog(self) -> int:
-        """How many events wait in outboxes, committed but not yet published."""
-        cursor = await self._orders.aggregate(BACKLOG_PIPELINE)
-        totals = await cursor.to_list(1)
-        return int(totals[0]["events"]) if totals else 0
+    async def apply(self, changes: Sequence[Document], session: AsyncClientSession) -> None:
+        """Nothing is written with the checkpoint: the events went out before it."""
 
-    async def run(self) -> None:
-        """Sweep at start-up (everything a previous run left) and then periodically until
-        cancelled; outages are waited out. After each sweep, the backlog left is reported
-        (to the `outbox_backlog` gauge)."""
-        older_than = timedelta(0)
-        while True:
-            try:
-                published = await self.sweep(older_than=older_than)
-                older_than = self._grace
-                if published:
-                    log.info("outbox sweep published %d events", published)
-                if self._report_backlog is not None:
-                    self._report_backlog(await self.backlog())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("outbox sweep failed; retrying", exc_info=True)
-            await asyncio.sleep(self._sweep_seconds)
+
+async def open_events_feed(db: AsyncDatabase[Document]) -> None:
+    """Open the events feed at the current cluster time, unless it is open: the first
+    process of this version to start opens it, before any of them writes."""
+    if await db[FEEDS].find_one({"_id": EVENTS_FEED, "open": True}, {"_id": 1}) is None:
+        reply = await db.command("ping")
+        now: Timestamp = reply["operationTime"]
+        await open_feed(db, EVENTS_FEED, now, only_new=True)
+
+
+async def publish_left_behind(db: AsyncDatabase[Document], publisher: EventPublisher) -> int:
+    """Publish the events an earlier version left in `outbox` arrays, each order's in order,
+    and remove them; how many. What fails to publish stays for the next start."""
+    published = 0
+    async for doc in db[ORDERS].find(LEFT_BEHIND, {"outbox": 1}):
+        sent: list[str] = []
+        try:
+            for entry in doc["outbox"]:
+                await publisher.publish_event(pending_event(entry))
+                sent.append(entry["event_id"])
+        finally:
+            if sent:
+                await db[ORDERS].update_one(
+                    {"_id": doc["_id"]}, {"$pull": {"outbox": {"event_id": {"$in": sent}}}}
+                )
+                published += len(sent)
+    if published:
+        log.info("published %d events an earlier version left in outboxes", published)
+    return published
+
+
+async def backlog(db: AsyncDatabase[Document]) -> int:
+    """How many events are committed and not yet published: the writes after the events
+    feed's checkpoint."""
+    async with db.client.start_session(snapshot=True) as session:
+        changes = await pending(db, EVENTS_FEED, FEED_PIPELINE, session)
+    return 0 if changes is None else sum(map(len, events_of(changes).values()))

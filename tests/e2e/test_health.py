@@ -155,4 +155,4 @@ async def test_metrics_count_traffic_errors_and_dead_letters(
         )
         >= 1
     )
-    assert samples(text, "orders_outbox_backlog")  # reported after each sweep, 0 when idle
+    assert samples(text, "orders_outbox_backlog")  # counted every 2 s, 0 when idle

@@ -16,8 +16,9 @@ from devtools import rabbitmq
 from service.application.usecases import OrderService
 from service.domain.records import PendingEvent
 from service.store.client import Document, connect, database, ensure_indexes
+from service.store.feed import ChangeFeed
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
+from service.store.outbox import EVENTS_FEED, FEED_PIPELINE, EventRelay, open_events_feed
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from tests.integration.builders import CURSORS
@@ -29,9 +30,11 @@ class RecordingPublisher:
 
     published: list[PendingEvent] = field(default_factory=list)
     failing: bool = False
+    refused: int = 0
 
     async def publish_event(self, event: PendingEvent) -> None:
         if self.failing:
+            self.refused += 1
             raise ConnectionError("broker unavailable")
         self.published.append(event)
 
@@ -57,25 +60,46 @@ def publisher() -> RecordingPublisher:
     return RecordingPublisher()
 
 
+@dataclass
+class Events:
+    """The events feed of a test's database, publishing into `publisher`."""
+
+    db: AsyncDatabase[Document]
+    publisher: RecordingPublisher
+
+    async def published(self) -> list[PendingEvent]:
+        """Publish what was written since the last call, as the feed's reader does (under
+        its lease, to the end of the stream), and return everything published so far."""
+        feed = ChangeFeed(
+            self.db, EVENTS_FEED, EventRelay(self.publisher), owner="tests", pipeline=FEED_PIPELINE
+        )
+        token = await feed.take()
+        assert token is not None
+        try:
+            await feed.catch_up(token)
+        finally:
+            await feed.release(token)
+        return self.publisher.published
+
+
 @pytest.fixture
-def relay(db: AsyncDatabase[Document], publisher: RecordingPublisher) -> OutboxRelay:
-    return OutboxRelay(db, publisher, sweep_seconds=0.05, grace_seconds=0)
+async def events(db: AsyncDatabase[Document], publisher: RecordingPublisher) -> Events:
+    """The events feed, opened before the test writes."""
+    await open_events_feed(db)
+    return Events(db, publisher)
 
 
-def order_service(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
-    """The use cases over the store of `db`, their events through `relay`."""
+def order_service(db: AsyncDatabase[Document]) -> OrderService:
+    """The use cases over the store of `db`."""
     return OrderService(
-        OrderStore(db),
-        OrderQueries(db, cursors=CURSORS),
-        OrderStats(db),
-        relay,
-        default_currency="EUR",
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), default_currency="EUR"
     )
 
 
 @pytest.fixture
-def orders(db: AsyncDatabase[Document], relay: OutboxRelay) -> OrderService:
-    return order_service(db, relay)
+def orders(db: AsyncDatabase[Document], events: Events) -> OrderService:
+    """The use cases over the test's database, its events feed open."""
+    return order_service(db)
 
 
 @pytest.fixture

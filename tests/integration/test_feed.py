@@ -186,7 +186,7 @@ async def test_one_reader_at_a_time_and_a_lapsed_one_cannot_move_the_checkpoint(
     first.hold.set()
     with pytest.raises(LeaseLost):
         await reading
-    assert first.delivered == ["1:1", "2:1"]
+    assert first.delivered in (["1:1"], ["1:1", "2:1"])  # its first batch: one or both
     assert await first.applied() == {}  # its transaction was refused
     async with running(two):
         await eventually(lambda: _applied_count(second, 2))

@@ -25,11 +25,10 @@ from service.domain.errors import IdempotencyConflict
 from service.domain.order import Order
 from service.store.client import Document
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from tests.integration.builders import CURSORS, place_order
-from tests.integration.conftest import RecordingPublisher
+from tests.integration.conftest import Events
 
 NO_DELIVERY = Delivery()
 
@@ -38,17 +37,17 @@ def _action(order: Order, **body: Any) -> OrderAction:
     return OrderActionAdapter.validate_python({"id": order.id, **body})
 
 
-def _routing_keys(publisher: RecordingPublisher) -> list[str]:
-    return [event.routing_key for event in publisher.published]
+async def _routing_keys(events: Events) -> list[str]:
+    return [event.routing_key for event in await events.published()]
 
 
 async def _count(db: AsyncDatabase[Document]) -> int:
     return await db["orders"].count_documents({})
 
 
-async def _find_and_modify_count(db: AsyncDatabase[Document]) -> int:
+async def _update_count(db: AsyncDatabase[Document]) -> int:
     status = await db.client.admin.command("serverStatus")
-    return int(status["metrics"]["commands"]["findAndModify"]["total"])
+    return int(status["metrics"]["commands"]["update"]["total"])
 
 
 async def _stored(orders: OrderService, order: Order) -> dict[str, Any]:
@@ -59,7 +58,7 @@ async def _stored(orders: OrderService, order: Order) -> dict[str, Any]:
 
 
 async def test_the_same_key_and_body_replays_and_another_body_is_a_conflict(
-    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+    orders: OrderService, db: AsyncDatabase[Document], events: Events
 ) -> None:
     first = await orders.place(place_order("CUST-1", idempotency_key="form-1"), NO_DELIVERY)
     # The same parsed command, spelt otherwise: the price as an integer, the default status.
@@ -76,7 +75,7 @@ async def test_the_same_key_and_body_replays_and_another_body_is_a_conflict(
             place_order("CUST-1", idempotency_key="form-1", total=Decimal("1.00")), NO_DELIVERY
         )
     assert await _count(db) == 1
-    assert _routing_keys(publisher) == ["order.placed"]
+    assert (await _routing_keys(events)) == ["order.placed"]
 
 
 async def test_in_one_batch_the_first_of_a_key_places_and_a_different_body_conflicts(
@@ -136,14 +135,13 @@ async def test_a_caller_key_never_collides_with_a_message_id(
 
 
 async def test_two_processes_placing_one_key_with_different_bodies_create_one_order(
-    db: AsyncDatabase[Document], relay: OutboxRelay
+    db: AsyncDatabase[Document],
 ) -> None:
     first, second = (
         OrderService(
             OrderStore(db),
             OrderQueries(db, cursors=CURSORS),
             OrderStats(db),
-            relay,
             default_currency="EUR",
         )
         for _ in range(2)
@@ -201,7 +199,7 @@ async def test_an_old_message_id_key_is_a_message_id_and_no_caller_key(
 
 
 async def test_requests_applied_by_an_earlier_version_replay_in_their_namespace(
-    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+    orders: OrderService, db: AsyncDatabase[Document], events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     await db["orders"].update_one(
@@ -220,14 +218,14 @@ async def test_requests_applied_by_an_earlier_version_replay_in_their_namespace(
         NO_DELIVERY,
     )  # fmt: skip
     assert (moved.version, moved.status) == (4, "processing")
-    assert _routing_keys(publisher).count("order.status_changed") == 1
+    assert (await _routing_keys(events)).count("order.status_changed") == 1
 
 
 # -- actions -------------------------------------------------------------------------------
 
 
 async def test_a_repeated_request_id_replays_and_another_action_with_it_conflicts(
-    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+    orders: OrderService, db: AsyncDatabase[Document], events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     confirm = _action(order, action="update_status", status="confirmed", request_id="r-1")
@@ -243,7 +241,7 @@ async def test_a_repeated_request_id_replays_and_another_action_with_it_conflict
     stored = await orders.get(GetOrder(id=order.id))
     assert (stored.status, stored.version) == ("on_hold", 3)
     assert first.version == 2
-    assert _routing_keys(publisher).count("order.status_changed") == 2
+    assert (await _routing_keys(events)).count("order.status_changed") == 2
 
 
 async def test_a_reused_message_id_on_an_action_conflicts_and_a_redelivery_replays(
@@ -276,15 +274,15 @@ def _ticking_clock() -> Callable[[], datetime]:
 
 
 async def test_the_same_request_twice_in_one_write_batch_replies_the_stored_order_twice(
-    db: AsyncDatabase[Document], relay: OutboxRelay, publisher: RecordingPublisher
+    db: AsyncDatabase[Document], events: Events
 ) -> None:
     orders = OrderService(
-        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db),
         default_currency="EUR", clock=_ticking_clock(),
     )  # fmt: skip
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     cancel = _action(order, action="cancel", reason="asked twice", request_id="r-twice")
-    before = await _find_and_modify_count(db)
+    before = await _update_count(db)
 
     # Both decide on the order this service placed, and their writes go in one bulk_write.
     replies = await asyncio.gather(
@@ -292,13 +290,13 @@ async def test_the_same_request_twice_in_one_write_batch_replies_the_stored_orde
         orders.act(cancel, Delivery(message_id="second")),
     )
 
-    assert await _find_and_modify_count(db) == before  # one shared write, none alone
+    assert await _update_count(db) == before + 1  # one shared write, none alone
     stored = await _stored(orders, order)
     assert [order_view(reply) for reply in replies] == [stored, stored]
     assert (stored["status"], stored["version"], len(stored["status_history"])) == (
         "cancelled", 2, 2
     )  # fmt: skip
-    changes = [e for e in publisher.published if e.routing_key == "order.status_changed"]
+    changes = [e for e in await events.published() if e.routing_key == "order.status_changed"]
     assert [json.loads(e.payload)["version"] for e in changes] == [2]
     # What the service remembers is the stored order too: the next action starts from it.
     later = await orders.act(
@@ -309,10 +307,10 @@ async def test_the_same_request_twice_in_one_write_batch_replies_the_stored_orde
 
 
 async def test_one_key_with_two_bodies_in_one_write_batch_is_one_change_and_a_conflict(
-    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+    orders: OrderService, db: AsyncDatabase[Document], events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
-    before = await _find_and_modify_count(db)
+    before = await _update_count(db)
 
     results = await asyncio.gather(
         orders.act(_action(order, action="cancel", request_id="r-2"), NO_DELIVERY),
@@ -323,10 +321,10 @@ async def test_one_key_with_two_bodies_in_one_write_batch_is_one_change_and_a_co
         return_exceptions=True,
     )
 
-    assert await _find_and_modify_count(db) == before
+    assert await _update_count(db) == before + 1  # one shared write
     winner, loser = results
     assert isinstance(winner, Order)
     assert isinstance(loser, IdempotencyConflict)
     assert order_view(winner) == await _stored(orders, order)
     assert (winner.status, winner.version) == ("cancelled", 2)
-    assert _routing_keys(publisher).count("order.status_changed") == 1
+    assert (await _routing_keys(events)).count("order.status_changed") == 1

@@ -20,7 +20,6 @@ from service.store.client import Document, ensure_indexes
 from service.store.cursors import CursorCodec, cursor_key
 from service.store.documents import placement_query
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.search import backfill_search_texts
 from service.store.stats import OrderStats, stats_pipeline
@@ -43,10 +42,10 @@ def _clock(days: list[int]) -> Iterator[datetime]:
 
 
 @pytest.fixture
-async def known(db: AsyncDatabase[Document], relay: OutboxRelay) -> list[dict[str, Any]]:
+async def known(db: AsyncDatabase[Document]) -> list[dict[str, Any]]:
     times = _clock([row[3] for row in DATA_SET])
     orders = OrderService(
-        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db),
         default_currency="EUR", clock=lambda: next(times),
     )  # fmt: skip
     placed = []
@@ -246,9 +245,7 @@ async def test_stats_by_customer_read_the_index_alone(
     assert "'totalKeysExamined': 0" not in text
 
 
-async def test_idempotency_lookups_use_their_partial_indexes(
-    db: AsyncDatabase[Document], relay: OutboxRelay
-) -> None:
+async def test_idempotency_lookups_use_their_partial_indexes(db: AsyncDatabase[Document]) -> None:
     keys = [RequestKey("a"), RequestKey("m-1", from_message=True)]
     plan = await db["orders"].find(placement_query(keys)).explain()  # as the store asks
     winning = str(plan["queryPlanner"]["winningPlan"])

@@ -26,7 +26,6 @@ from service.domain.statuses import TRANSITIONS
 from service.store.client import ORDERS, Document
 from service.store.feed import ChangeFeed, pending
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
 from service.store.rollups.applier import RollupApplier
 from service.store.rollups.build import ensure_rollups
@@ -101,13 +100,11 @@ def _clock(seed: int) -> Iterator[datetime]:
         yield start + timedelta(days=rng.randrange(5), minutes=rng.randrange(600))
 
 
-async def _workload(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
-) -> None:
+async def _workload(db: AsyncDatabase[Document], client: AsyncMongoClient[Document]) -> None:
     rng = random.Random(7)
     times = _clock(7)
     orders = OrderService(
-        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db, client), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db, client),
         default_currency="EUR", clock=lambda: next(times),
     )  # fmt: skip
     placed = []
@@ -164,11 +161,11 @@ async def _both(
 
 
 async def test_rollups_with_pending_deltas_equal_the_pipeline_at_every_step(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")  # nothing to build yet: marks the rollups as built
-    await _workload(db, relay, client)
+    await _workload(db, client)
     written = await pending_changes(db)
     assert written > 60  # the places and the changes
 
@@ -190,9 +187,9 @@ async def test_rollups_with_pending_deltas_equal_the_pipeline_at_every_step(
 
 
 async def test_rollups_are_built_from_orders_loaded_directly(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
-    await _workload(db, relay, client)
+    await _workload(db, client)
     await db[ORDERS].update_many({}, {"$unset": {"rollup": ""}})  # as a bulk load
     await db[ROLLUP_STATE].delete_many({})
     await ensure_rollup_indexes(db, "EUR")
@@ -206,11 +203,11 @@ async def test_rollups_are_built_from_orders_loaded_directly(
 
 
 async def test_rollups_an_earlier_version_built_are_rebuilt(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
-    await _workload(db, relay, client)
+    await _workload(db, client)
     # as version 1 left them: its marker, and no status totals (it did not keep them)
     await db[ROLLUP_STATE].delete_many({})
     await db[ROLLUP_STATE].insert_one({"_id": "built", "done": True})
@@ -224,11 +221,11 @@ async def test_rollups_an_earlier_version_built_are_rebuilt(
 
 
 async def test_rollups_of_the_previous_shape_are_rebuilt_with_each_customers_breakdown(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
-    await _workload(db, relay, client)
+    await _workload(db, client)
     await apply_pending(db)
     # as version 2 left them: its marker, customers without their breakdown
     await db[ROLLUP_STATE].delete_many({})
@@ -243,11 +240,11 @@ async def test_rollups_of_the_previous_shape_are_rebuilt_with_each_customers_bre
 
 
 async def test_each_customers_rollup_is_exact_under_concurrent_writers_and_appliers(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
-    writers = [Writers(db, relay, client, seed=seed) for seed in (21, 22, 23)]
+    writers = [Writers(db, client, seed=seed) for seed in (21, 22, 23)]
 
     async def write(writer: Writers) -> None:
         for _ in range(6):
@@ -271,7 +268,6 @@ class Writers:
     def __init__(
         self,
         db: AsyncDatabase[Document],
-        relay: OutboxRelay,
         client: AsyncMongoClient[Document],
         *,
         seed: int = 11,
@@ -280,7 +276,7 @@ class Writers:
         times = _clock(seed)
         self._store = OrderStore(db)
         self._orders = OrderService(
-            self._store, OrderQueries(db, client, cursors=CURSORS), OrderStats(db, client), relay,
+            self._store, OrderQueries(db, client, cursors=CURSORS), OrderStats(db, client),
             default_currency="EUR", clock=lambda: next(times),
         )  # fmt: skip
         self.ids: list[int] = []
@@ -321,11 +317,11 @@ async def _direct_count(db: AsyncDatabase[Document]) -> dict[str, object]:
 
 
 async def test_a_rebuild_is_exact_while_other_processes_write(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
     await ensure_rollups(db, "EUR")
-    writers = Writers(db, relay, client)
+    writers = Writers(db, client)
     for _ in range(5):
         await writers.burst()
     await apply_pending(db, batch=7)
@@ -364,10 +360,10 @@ async def test_a_rebuild_is_exact_while_other_processes_write(
 
 
 async def test_one_build_at_a_time_while_its_lease_is_renewed(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
-    writers = Writers(db, relay, client)
+    writers = Writers(db, client)
     for _ in range(3):
         await writers.burst()
     builds: list[str] = []
@@ -406,10 +402,10 @@ async def test_one_build_at_a_time_while_its_lease_is_renewed(
 
 
 async def test_a_build_whose_builder_died_is_taken_over_and_fenced(
-    db: AsyncDatabase[Document], relay: OutboxRelay, client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document], client: AsyncMongoClient[Document]
 ) -> None:
     await ensure_rollup_indexes(db, "EUR")
-    writers = Writers(db, relay, client)
+    writers = Writers(db, client)
     for _ in range(3):
         await writers.burst()
     stuck = asyncio.Event()

@@ -22,7 +22,6 @@ from service.application.delivery import Delivery
 from service.application.usecases import OrderService
 from service.store.client import ORDERS, SEARCH_TEXTS, Document
 from service.store.orders import OrderStore
-from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries, order_filter
 from service.store.search import (
     BACKFILL,
@@ -63,10 +62,10 @@ def _clock() -> Iterator[datetime]:
         yield start + timedelta(minutes=minute)
 
 
-async def _place_people(db: AsyncDatabase[Document], relay: OutboxRelay) -> list[int]:
+async def _place_people(db: AsyncDatabase[Document]) -> list[int]:
     times = _clock()
     orders = OrderService(
-        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db),
         default_currency="EUR", clock=lambda: next(times),
     )  # fmt: skip
     ids = []
@@ -126,10 +125,8 @@ async def _matching(db: AsyncDatabase[Document], text: str, *, keyed: bool) -> s
     return {doc["_id"] async for doc in db[ORDERS].find(where, {"_id": 1})}
 
 
-async def test_the_keys_find_what_the_regular_expression_finds(
-    db: AsyncDatabase[Document], relay: OutboxRelay
-) -> None:
-    ids = await _place_people(db, relay)
+async def test_the_keys_find_what_the_regular_expression_finds(db: AsyncDatabase[Document]) -> None:
+    ids = await _place_people(db)
     await _texts_are_right(db)  # placing stored each order's text
     seen: set[int] = set()
     found = 0
@@ -146,9 +143,9 @@ async def test_the_keys_find_what_the_regular_expression_finds(
 
 
 async def test_pages_and_totals_are_those_of_the_regular_expression(
-    db: AsyncDatabase[Document], relay: OutboxRelay
+    db: AsyncDatabase[Document],
 ) -> None:
-    ids = await _place_people(db, relay)
+    ids = await _place_people(db)
     await db[MIGRATIONS].delete_many({})
     before = OrderQueries(db, cursors=CURSORS)  # the keys are not ready: regular expression
     queries = [q for q in map(_valid, _queries(ids, 150)) if q is not None]
@@ -166,10 +163,8 @@ async def test_pages_and_totals_are_those_of_the_regular_expression(
         assert await keyed.page(query) == page, query
 
 
-async def test_a_search_reads_ranges_of_indexes_only(
-    db: AsyncDatabase[Document], relay: OutboxRelay
-) -> None:
-    await _place_people(db, relay)
+async def test_a_search_reads_ranges_of_indexes_only(db: AsyncDatabase[Document]) -> None:
+    await _place_people(db)
     await backfill_search_texts(db)
     texts = await db.command(
         "explain",
@@ -204,9 +199,9 @@ async def _texts_are_right(db: AsyncDatabase[Document]) -> None:
 
 
 async def test_the_texts_of_orders_stored_before_them_are_collected(
-    db: AsyncDatabase[Document], relay: OutboxRelay
+    db: AsyncDatabase[Document],
 ) -> None:
-    ids = await _place_people(db, relay)
+    ids = await _place_people(db)
     await _forgotten(db)
     await db[MIGRATIONS].delete_many({})
     queries = OrderQueries(db, cursors=CURSORS)
@@ -232,9 +227,9 @@ async def test_the_texts_of_orders_stored_before_them_are_collected(
 
 
 async def test_backfills_and_placements_of_several_processes_at_once(
-    db: AsyncDatabase[Document], relay: OutboxRelay
+    db: AsyncDatabase[Document],
 ) -> None:
-    await _place_people(db, relay)
+    await _place_people(db)
     await _forgotten(db)
     await db[MIGRATIONS].delete_many({})
     await asyncio.gather(*(backfill_search_texts(db, batch=3) for _ in range(3)))

@@ -24,21 +24,19 @@ from service.application.usecases import OrderService
 from service.domain.errors import InvalidTransition, OrderNotFound, VersionConflict
 from service.domain.model import Order
 from service.domain.order import decide
-from service.domain.records import PendingEntries
 from service.store.client import Document
 from service.store.orders import ChangeWrite, OrderStore
-from service.store.outbox import OutboxRelay
 from service.store.queries import OrderQueries
 from service.store.stats import OrderStats
 from tests.integration.builders import CURSORS, place_order
-from tests.integration.conftest import RecordingPublisher
+from tests.integration.conftest import Events, RecordingPublisher
 
 NO_DELIVERY = Delivery()
 T = TypeVar("T")
 
 
 async def test_place_stores_the_order_with_sequential_ids_and_publishes_its_event(
-    orders: OrderService, db: AsyncDatabase[Document], publisher: RecordingPublisher
+    orders: OrderService, db: AsyncDatabase[Document], events: Events
 ) -> None:
     first = (await orders.place(place_order(), Delivery(correlation_id="c-1"))).order
     second = (await orders.place(place_order(), NO_DELIVERY)).order
@@ -50,9 +48,11 @@ async def test_place_stores_the_order_with_sequential_ids_and_publishes_its_even
     assert stored is not None
     assert stored["total"] == Decimal("300.00")
     assert stored["status"] == "pending"
-    assert stored["outbox"] == []  # published, then removed
-    assert [e.routing_key for e in publisher.published] == ["order.placed", "order.placed"]
-    assert publisher.published[0].correlation_id == "c-1"
+    assert stored["event"]["routing_key"] == "order.placed"  # written with the order
+    published = await events.published()
+    assert [e.routing_key for e in published] == ["order.placed", "order.placed"]
+    assert published[0].correlation_id == "c-1"
+    assert published[0].event_id == stored["event"]["event_id"]
 
 
 async def test_same_idempotency_key_returns_the_first_order_and_creates_nothing(
@@ -78,12 +78,10 @@ async def test_message_id_deduplicates_a_redelivered_place(
     assert await db["orders"].count_documents({}) == 1
 
 
-async def test_a_taken_order_number_is_drawn_again(
-    db: AsyncDatabase[Document], relay: OutboxRelay
-) -> None:
+async def test_a_taken_order_number_is_drawn_again(db: AsyncDatabase[Document]) -> None:
     numbers = chain([555_555_555, 555_555_555], repeat(777_777_777))
     orders = OrderService(
-        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db), relay,
+        OrderStore(db), OrderQueries(db, cursors=CURSORS), OrderStats(db),
         default_currency="EUR", order_numbers=lambda: next(numbers),
     )  # fmt: skip
     first = (await orders.place(place_order(), NO_DELIVERY)).order
@@ -93,7 +91,7 @@ async def test_a_taken_order_number_is_drawn_again(
 
 
 async def test_twenty_concurrent_actions_at_one_version_have_exactly_one_winner(
-    orders: OrderService, publisher: RecordingPublisher
+    orders: OrderService, events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     targets = [OrderStatus.PROCESSING, OrderStatus.CONFIRMED, OrderStatus.ON_HOLD] * 7
@@ -113,7 +111,7 @@ async def test_twenty_concurrent_actions_at_one_version_have_exactly_one_winner(
     final = await orders.get(GetOrder(id=order.id))
     assert final.version == 2
     assert len(final.status_history) == 2
-    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 1
+    assert [e.routing_key for e in await events.published()].count("order.status_changed") == 1
 
 
 async def test_concurrent_cancel_and_complete_never_both_succeed(orders: OrderService) -> None:
@@ -136,9 +134,7 @@ async def test_concurrent_cancel_and_complete_never_both_succeed(orders: OrderSe
     assert len(accepted) == 10
 
 
-async def test_a_repeated_request_id_is_applied_once(
-    orders: OrderService, publisher: RecordingPublisher
-) -> None:
+async def test_a_repeated_request_id_is_applied_once(orders: OrderService, events: Events) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     action = OrderActionAdapter.validate_python(
         {"action": "update_status", "id": order.id, "status": "processing", "request_id": "r-1"}
@@ -153,7 +149,7 @@ async def test_a_repeated_request_id_is_applied_once(
 
     assert again.status == OrderStatus.ON_HOLD
     assert again.version == 3
-    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 2
+    assert [e.routing_key for e in await events.published()].count("order.status_changed") == 2
 
 
 async def test_unknown_orders_are_not_found(orders: OrderService) -> None:
@@ -161,28 +157,29 @@ async def test_unknown_orders_are_not_found(orders: OrderService) -> None:
         await orders.act(CompleteOrder(action="complete", order_id=123_456_789), NO_DELIVERY)
 
 
-async def test_events_wait_in_the_outbox_while_the_broker_is_down(
+async def test_events_wait_in_their_orders_while_the_broker_is_down(
     orders: OrderService,
     db: AsyncDatabase[Document],
-    relay: OutboxRelay,
     publisher: RecordingPublisher,
+    events: Events,
 ) -> None:
     publisher.failing = True
     placed = await orders.place(place_order(), NO_DELIVERY)  # committed even so
     assert placed.order.id == 1
+    with pytest.raises(ConnectionError):  # the batch fails: the checkpoint stays
+        await events.published()
     assert publisher.published == []
     stored = await db["orders"].find_one({})
     assert stored is not None
-    assert len(stored["outbox"]) == 1
 
     publisher.failing = False
-    assert await relay.sweep() == 1
-    assert [e.event_id for e in publisher.published] == [stored["outbox"][0]["event_id"]]
-    assert await db["orders"].count_documents({"outbox.0": {"$exists": True}}) == 0
+    published = await events.published()
+    assert [e.event_id for e in published] == [stored["event"]["event_id"]]
+    assert await events.published() == published  # not again
 
 
 async def test_events_of_one_order_are_published_in_version_order(
-    orders: OrderService, publisher: RecordingPublisher
+    orders: OrderService, events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     chain_ = ["processing", "confirmed", "in_progress", "on_hold", "cancelled"]
@@ -191,22 +188,22 @@ async def test_events_of_one_order_are_published_in_version_order(
         await orders.act(action, NO_DELIVERY)
 
     changes = [
-        json.loads(e.payload) for e in publisher.published if e.routing_key != "order.placed"
+        json.loads(e.payload) for e in await events.published() if e.routing_key != "order.placed"
     ]
     versions = [change["version"] for change in changes]
     assert versions == [2, 3, 4, 5, 6]
 
 
-async def _find_and_modify_count(db: AsyncDatabase[Document]) -> int:
+async def _update_count(db: AsyncDatabase[Document]) -> int:
     status = await db.client.admin.command("serverStatus")
-    return int(status["metrics"]["commands"]["findAndModify"]["total"])
+    return int(status["metrics"]["commands"]["update"]["total"])
 
 
 async def test_actions_that_arrive_together_share_one_write_and_each_applies_once(
-    db: AsyncDatabase[Document], orders: OrderService, publisher: RecordingPublisher
+    db: AsyncDatabase[Document], orders: OrderService, events: Events
 ) -> None:
     placed = await asyncio.gather(*(orders.place(place_order(), NO_DELIVERY) for _ in range(30)))
-    before = await _find_and_modify_count(db)
+    before = await _update_count(db)
     changed = await asyncio.gather(
         *(
             orders.act(
@@ -217,18 +214,18 @@ async def test_actions_that_arrive_together_share_one_write_and_each_applies_onc
         )
     )
 
-    assert await _find_and_modify_count(db) - before < len(placed)  # batched, not one each
+    assert await _update_count(db) - before < len(placed)  # batched, not one each
     assert {(o.status, o.version) for o in changed} == {(OrderStatus.PROCESSING, 2)}
     stored = await db["orders"].find({"_id": {"$in": [p.order.id for p in placed]}}).to_list()
-    assert {(d["status"], d["version"], len(d["outbox"])) for d in stored} == {("processing", 2, 0)}
-    changes = [e for e in publisher.published if e.routing_key == "order.status_changed"]
+    assert {(d["status"], d["version"]) for d in stored} == {("processing", 2)}
+    changes = [e for e in await events.published() if e.routing_key == "order.status_changed"]
     assert sorted(json.loads(e.payload)["id"] for e in changes) == sorted(
         p.order.id for p in placed
     )
 
 
 async def test_in_one_write_batch_only_one_of_twenty_actions_at_one_version_wins(
-    orders: OrderService, publisher: RecordingPublisher
+    orders: OrderService, events: Events
 ) -> None:
     order = (await orders.place(place_order(), NO_DELIVERY)).order
     targets = [OrderStatus.PROCESSING, OrderStatus.CONFIRMED, OrderStatus.ON_HOLD] * 7
@@ -248,7 +245,7 @@ async def test_in_one_write_batch_only_one_of_twenty_actions_at_one_version_wins
     assert sum(isinstance(r, VersionConflict) for r in results) == 19
     final = await orders.get(GetOrder(id=order.id))
     assert (final.version, final.status) == (2, winners[0].status)
-    assert [e.routing_key for e in publisher.published].count("order.status_changed") == 1
+    assert [e.routing_key for e in await events.published()].count("order.status_changed") == 1
 
 
 class GatedStore(OrderStore):
@@ -268,9 +265,7 @@ class GatedStore(OrderStore):
         await self.gate.wait()
         return await super()._by_ids(ids)
 
-    async def _apply_batch(
-        self, items: Sequence[ChangeWrite]
-    ) -> list[list[Document] | BaseException | None]:
+    async def _apply_batch(self, items: Sequence[ChangeWrite]) -> list[bool | BaseException]:
         self.writes.append([write.change.before.id for write in items])
         self.started.set()
         await self.gate.wait()
@@ -307,7 +302,7 @@ async def test_changes_arriving_while_a_write_is_out_wait_for_it_and_share_the_n
     placed = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(6)]
     store = GatedStore(db)
 
-    def change(order: Order) -> Coroutine[Any, Any, PendingEntries | None]:
+    def change(order: Order) -> Coroutine[Any, Any, bool]:
         action = UpdateStatus(action="update_status", id=order.id, status="processing")
         request = action_stamp(action, f"act-{order.id}")
         decided = decide(order, order_action(action), request, utc_now())
@@ -320,5 +315,5 @@ async def test_changes_arriving_while_a_write_is_out_wait_for_it_and_share_the_n
     store.gate.set()
     written = await asyncio.gather(first, *rest)
 
-    assert all(pending is not None and len(pending) == 1 for pending in written)
+    assert written == [True] * len(placed)
     assert store.writes == [[placed[0].id], [order.id for order in placed[1:]]]

@@ -4,10 +4,10 @@ of the use cases without mongod or RabbitMQ.
 They keep the promises of the MongoDB classes they stand for: a change is written only if
 the order is still at the status and version it was decided on; a placing key or a public
 order number is stored once (the unique indexes), the next one gets `DuplicatePlacement` or
-`DuplicateOrderNumber`; every write keeps its event in the order's outbox, and the relay
-publishes an outbox in order and removes what went out (what fails stays). Tests read their
-state: `FakeStore.orders` (each order with its outbox and placing stamp) and
-`FakeRelay.published`.
+`DuplicateOrderNumber`; every write carries its event, and `FakeStore.written` keeps the
+events of the writes in the order they were committed, as the orders' change stream does
+for the events feed, which publishes them in that order. Tests read their state:
+`FakeStore.orders` (each order with its placing stamp) and `FakeStore.written`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from service.domain.records import (
     DuplicateOrderNumber,
     DuplicatePlacement,
     Page,
-    PendingEntries,
     PendingEvent,
     PlacedBefore,
     Placement,
@@ -43,22 +42,14 @@ Interleaved = Callable[[], Awaitable[None]]
 
 @dataclass
 class StoredOrder:
-    """An order as the store keeps it: its state, its outbox, the request that placed it."""
+    """An order as the store keeps it: its state, the request that placed it."""
 
     order: Order
-    outbox: PendingEntries = field(default_factory=list)
     placed_by: RequestStamp | None = None
 
 
-def outbox_entry(event: Event, correlation_id: str | None, payload: bytes) -> dict[str, Any]:
-    """An outbox entry with the fields the MongoDB store keeps (store/documents.py)."""
-    return {
-        "event_id": event.event_id,
-        "routing_key": event.event_type,
-        "payload": payload.decode(),
-        "correlation_id": correlation_id,
-        "at": event.occurred_at,
-    }
+def _pending(event: Event, correlation_id: str | None, payload: bytes) -> PendingEvent:
+    return PendingEvent(event.event_id, event.event_type, payload, correlation_id)
 
 
 class FakeStore:
@@ -66,6 +57,8 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.orders: dict[int, StoredOrder] = {}
+        self.written: list[PendingEvent] = []
+        """The events of the writes, in the order they were committed."""
         self.reads = 0
         """How many orders were read by id or number: a decision taken on the order the
         use case remembers reads none."""
@@ -95,9 +88,7 @@ class FakeStore:
         self.reads += 1
         return next((s.order for s in self.orders.values() if s.order.order_id == order_id), None)
 
-    async def apply(
-        self, change: Change, correlation_id: str | None, payload: bytes
-    ) -> PendingEntries | None:
+    async def apply(self, change: Change, correlation_id: str | None, payload: bytes) -> bool:
         await self._interleave(self.before_writes)
         before = change.before
         stored = self.orders.get(before.id)
@@ -106,10 +97,10 @@ class FakeStore:
             or stored.order.status != before.status
             or stored.order.version != before.version
         ):
-            return None  # somebody else changed it first
+            return False  # somebody else changed it first
         stored.order = change.after
-        stored.outbox.append(outbox_entry(change.event, correlation_id, payload))
-        return [dict(entry) for entry in stored.outbox]
+        self.written.append(_pending(change.event, correlation_id, payload))
+        return True
 
     async def allocate_ids(self, count: int) -> range:
         first = self._last_id + 1
@@ -130,8 +121,8 @@ class FakeStore:
             return DuplicatePlacement()
         if any(s.order.order_id == order.order_id for s in self.orders.values()):
             return DuplicateOrderNumber()
-        entry = outbox_entry(placement.event, placement.correlation_id, placement.payload)
-        self.orders[order.id] = StoredOrder(order, [entry], stamp)
+        self.orders[order.id] = StoredOrder(order, stamp)
+        self.written.append(_pending(placement.event, placement.correlation_id, placement.payload))
         return None
 
     async def by_idempotency_keys(
@@ -142,47 +133,6 @@ class FakeStore:
             for s in self.orders.values()
             if s.placed_by is not None and s.placed_by.key in keys
         }
-
-
-class FakeRelay:
-    """Publishes into `published`; while `down`, nothing goes out and outboxes keep it all."""
-
-    def __init__(self, store: FakeStore) -> None:
-        self._store = store
-        self.published: list[PendingEvent] = []
-        self.down = False
-
-    async def flush(self, id: int, pending: PendingEntries | None = None) -> int:
-        stored = self._store.orders.get(id)
-        if pending is None:
-            pending = [] if stored is None else list(stored.outbox)
-        sent: list[str] = []
-        for entry in pending:
-            if self.down:
-                break
-            self.published.append(
-                PendingEvent(
-                    entry["event_id"],
-                    entry["routing_key"],
-                    entry["payload"].encode(),
-                    entry["correlation_id"],
-                )
-            )
-            sent.append(entry["event_id"])
-        self._clear(id, sent)
-        return len(sent)
-
-    async def publish_new(self, events: Sequence[tuple[int, PendingEvent]]) -> None:
-        if self.down:
-            return
-        for id, event in events:
-            self.published.append(event)
-            self._clear(id, [event.event_id])
-
-    def _clear(self, id: int, event_ids: Collection[str]) -> None:
-        stored = self._store.orders.get(id)
-        if stored is not None:
-            stored.outbox = [e for e in stored.outbox if e["event_id"] not in event_ids]
 
 
 class FakeQueries:
@@ -221,16 +171,12 @@ class FakeStats:
 
 @dataclass
 class World:
-    """A store and a relay shared by any number of workers (each an `OrderService` with its
-    own memory of recent orders), as several worker processes share MongoDB."""
+    """A store shared by any number of workers (each an `OrderService` with its own memory
+    of recent orders), as several worker processes share MongoDB."""
 
     store: FakeStore = field(default_factory=FakeStore)
-    relay: FakeRelay = field(init=False)
     order_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(100_000_001))
     """The public order numbers the workers draw (by default all different)."""
-
-    def __post_init__(self) -> None:
-        self.relay = FakeRelay(self.store)
 
     def worker(
         self, *, order_numbers: Callable[[], int] | None = None, batch_wait: float = 0.02
@@ -242,7 +188,6 @@ class World:
             self.store,
             FakeQueries(self.store),
             FakeStats(),
-            self.relay,
             default_currency="EUR",
             clock=lambda: NOW,
             order_numbers=numbers,
@@ -250,10 +195,10 @@ class World:
         )
 
     def routing_keys(self) -> list[str]:
-        return [event.routing_key for event in self.relay.published]
+        return [event.routing_key for event in self.store.written]
 
     def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(event.payload) for event in self.relay.published]
+        return [json.loads(event.payload) for event in self.store.written]
 
 
 class DeliveryChannel:

@@ -1,8 +1,8 @@
 """Placing in micro-batches (`Placer`, through `OrderService.place`) on in-memory fakes of
 its ports (tests/unit/fakes.py): repeated keys within a batch and across batches, keyless
 requests, message ids as keys, order numbers drawn again. Requests submitted together
-(`asyncio.gather`) share one batch. Each test reads the stored orders, the events the
-relay published and the replies.
+(`asyncio.gather`) share one batch. Each test reads the stored orders, the events their
+writes carry (in the order written, as the events feed publishes them) and the replies.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ async def test_keyless_requests_each_get_their_own_order() -> None:
     assert sorted(world.store.orders) == sorted(r.order.id for r in results) == [1, 2, 3]
     assert len({r.order.order_id for r in results}) == 3
     assert world.routing_keys() == [PLACED] * 3
-    assert all(s.outbox == [] and s.placed_by is None for s in world.store.orders.values())
+    assert all(s.placed_by is None for s in world.store.orders.values())
 
 
 async def test_a_key_repeated_in_one_batch_with_the_same_body_places_one_order() -> None:
@@ -68,7 +68,7 @@ async def test_a_key_repeated_in_one_batch_with_the_same_body_places_one_order()
     assert placed_by is not None
     assert placed_by.key == RequestKey("k-1")
     assert world.routing_keys() == [PLACED]
-    assert world.relay.published[0].correlation_id == "c-1"  # the first request placed it
+    assert world.store.written[0].correlation_id == "c-1"  # the first request placed it
 
 
 async def test_a_key_repeated_in_one_batch_with_another_body_is_a_conflict() -> None:
@@ -111,19 +111,6 @@ async def test_a_key_placed_in_an_earlier_batch_replays_or_conflicts() -> None:
     assert not fresh.replayed
     assert sorted(world.store.orders) == [first.order.id, fresh.order.id]
     assert world.routing_keys() == [PLACED, PLACED]
-
-
-async def test_a_replay_publishes_the_placed_event_an_outage_kept_back() -> None:
-    world = World()
-    world.relay.down = True
-    (first,) = placed(await together(world.worker(), ({"idempotency_key": "k-1"}, Delivery())))
-    assert [e["routing_key"] for e in world.store.orders[first.order.id].outbox] == [PLACED]
-    world.relay.down = False
-    (again,) = placed(await together(world.worker(), ({"idempotency_key": "k-1"}, Delivery())))
-    assert again.replayed
-    assert again.order == first.order
-    assert world.routing_keys() == [PLACED]
-    assert world.store.orders[first.order.id].outbox == []
 
 
 async def test_a_message_id_keys_a_keyless_request_in_a_namespace_of_its_own() -> None:
