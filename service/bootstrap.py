@@ -126,6 +126,7 @@ async def open_core(
             EventRelay(publisher, failpoints=Failpoints(settings.failpoints)),
             owner=owner,
             pipeline=EVENTS_PIPELINE,
+            transactional=False,  # the events go out before the checkpoint; nothing is written
         )
         rollups = ChangeFeed(
             db,

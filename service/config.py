@@ -135,7 +135,8 @@ class Settings(BaseSettings):
         default=2.0, description="How long a micro-batch waits for more places to arrive."
     )
     shutdown_seconds: Annotated[float, Field(gt=0)] = Field(
-        default=20.0, description="How long SIGTERM waits for in-flight messages and unpublished events."
+        default=20.0,
+        description="How long SIGTERM waits for in-flight messages and unpublished events.",
     )
     http_host: str = Field(
         default="127.0.0.1",

@@ -126,17 +126,25 @@ async def pending(
     pipeline: Sequence[Document],
     session: AsyncClientSession,
 ) -> list[Document] | None:
-    """The changes after feed `name`'s checkpoint as `session` (a snapshot) sees it, to the
-    end of the stream now: what the feed's handler had not written in that snapshot, and
-    anything written since (never less). None when the feed is not open."""
+    """The changes after feed `name`'s checkpoint as `session` (a snapshot) sees it, up to
+    the snapshot's cluster time: what the feed's handler had not written in that snapshot.
+    Read from the stream until a change after the snapshot comes (`pipeline` keeps each
+    change's `clusterTime`), or the stream's end: under load the end moves on as fast as
+    it is read. None when the feed is not open."""
     feed = await db[FEEDS].find_one({"_id": name}, session=session)
     if feed is None or not feed.get("open"):
         return None
+    # The snapshot's cluster time, which PyMongo keeps from the session's first read (it
+    # has no public accessor).
+    until: Timestamp | None = session._snapshot_time
     changes: list[Document] = []
     async with await db[ORDERS].watch(
         list(pipeline), max_await_time_ms=PENDING_AWAIT_MS, **_stream_from(feed)
     ) as stream:
         while (change := await stream.try_next()) is not None:
+            at = change.get("clusterTime")
+            if until is not None and at is not None and at > until:
+                break
             changes.append(change)
     return changes
 
@@ -155,8 +163,12 @@ class ChangeFeed:
         pipeline: Sequence[Document] = (),
         lease_seconds: float = LEASE_SECONDS,
         max_batch: int = MAX_BATCH,
+        transactional: bool = True,
     ) -> None:
+        """`transactional=False`: the handler's `apply` writes nothing, so the checkpoint
+        moves in a fenced update alone, without a transaction."""
         self._db = db
+        self._transactional = transactional
         self._feeds = db[FEEDS]
         self._name = name
         self._handler = handler
@@ -282,9 +294,10 @@ class ChangeFeed:
         self, token: int, changes: Sequence[Document], resume: Mapping[str, Any] | None
     ) -> None:
         """In one transaction, fenced by `token`: the lease renewed, the checkpoint moved to
-        `resume`, and the handler's writes for `changes`."""
+        `resume`, and the handler's writes for `changes` (a fenced update alone when the feed
+        is not `transactional`)."""
 
-        async def body(session: AsyncClientSession) -> None:
+        async def body(session: AsyncClientSession | None) -> None:
             moved = await self._feeds.update_one(
                 {"_id": self._name, "token": token},
                 [
@@ -299,8 +312,11 @@ class ChangeFeed:
             )
             if not moved.matched_count:
                 raise LeaseLost
-            if changes:
+            if changes and session is not None:
                 await self._handler.apply(changes, session)
 
+        if not self._transactional:
+            await body(None)
+            return
         async with self._db.client.start_session() as session:
             await session.with_transaction(body)

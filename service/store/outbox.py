@@ -41,6 +41,7 @@ FEED_PIPELINE: tuple[Document, ...] = (
     {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
     {
         "$project": {
+            "clusterTime": 1,
             "documentKey": 1,
             f"fullDocument.{EVENT}": 1,
             f"updateDescription.updatedFields.{EVENT}": 1,
@@ -58,9 +59,9 @@ COUNT_PIPELINE: tuple[Document, ...] = (
             ],
         }
     },
-    {"$project": {"_id": 1}},
+    {"$project": {"clusterTime": 1}},
 )
-"""The writes with an event, and nothing of them: what `backlog` counts."""
+"""The writes with an event, and nothing of them but when: what `backlog` counts."""
 LEFT_BEHIND: Document = {
     "outbox.0": {"$exists": True},
     "outbox.at": {"$gte": datetime(1970, 1, 1, tzinfo=UTC)},

@@ -71,7 +71,12 @@ class Events:
         """Publish what was written since the last call, as the feed's reader does (under
         its lease, to the end of the stream), and return everything published so far."""
         feed = ChangeFeed(
-            self.db, EVENTS_FEED, EventRelay(self.publisher), owner="tests", pipeline=FEED_PIPELINE
+            self.db,
+            EVENTS_FEED,
+            EventRelay(self.publisher),
+            owner="tests",
+            pipeline=FEED_PIPELINE,
+            transactional=False,
         )
         token = await feed.take()
         assert token is not None

@@ -84,6 +84,7 @@ async def test_a_running_reader_publishes_each_orders_events_in_order_and_loses_
         pipeline=FEED_PIPELINE,
         lease_seconds=0.6,
         max_batch=3,
+        transactional=False,
     )
     chain = ["processing", "confirmed", "in_progress", "on_hold", "cancelled"]
 

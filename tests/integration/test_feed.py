@@ -21,6 +21,7 @@ FEED = "test-feed"
 PIPELINE: list[Document] = [
     {
         "$project": {
+            "clusterTime": 1,
             "documentKey": 1,
             "fullDocument.v": 1,
             "updateDescription.updatedFields.v": 1,

@@ -23,9 +23,15 @@ ROLLUPS_FEED = "rollups"
 """The change feed that adds the deltas to the rollups (`service.store.feed`)."""
 FEED_PIPELINE: tuple[Document, ...] = (
     {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
-    {"$project": {f"fullDocument.{ROLLUP}": 1, f"updateDescription.updatedFields.{ROLLUP}": 1}},
+    {
+        "$project": {
+            "clusterTime": 1,
+            f"fullDocument.{ROLLUP}": 1,
+            f"updateDescription.updatedFields.{ROLLUP}": 1,
+        }
+    },
 )
-"""The rollups feed reads only the deltas of each write."""
+"""The rollups feed reads only the deltas of each write (and when it was written)."""
 
 
 def keeps_revenue(status: OrderStatus) -> bool:
