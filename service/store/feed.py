@@ -51,6 +51,9 @@ HAND_ON_SECONDS = 5.0
 """How long a reader told to stop (cancelled) waits for the batch it is handing on."""
 PENDING_AWAIT_MS = 1
 """How long `pending`'s last read of the stream waits for more (it is at the end)."""
+PENDING_BATCH = 1000
+"""Changes `pending` asks for in the stream's first batch: a first batch with fewer ends at
+the end of the stream, so no further read (and no wait) is needed."""
 
 
 class LeaseLost(Exception):
@@ -132,6 +135,17 @@ async def pending(
     change's `clusterTime`), or the stream's end: under load the end moves on as fast as
     it is read. None when the feed is not open."""
     feed = await db[FEEDS].find_one({"_id": name}, session=session)
+    return await pending_after(db, feed, pipeline, session)
+
+
+async def pending_after(
+    db: AsyncDatabase[Document],
+    feed: Document | None,
+    pipeline: Sequence[Document],
+    session: AsyncClientSession,
+) -> list[Document] | None:
+    """`pending`, for the feed's document as `session` read it (with other documents, in
+    one round trip)."""
     if feed is None or not feed.get("open"):
         return None
     # The snapshot's cluster time, which PyMongo keeps from the session's first read (it
@@ -139,9 +153,18 @@ async def pending(
     until: Timestamp | None = session._snapshot_time
     changes: list[Document] = []
     async with await db[ORDERS].watch(
-        list(pipeline), max_await_time_ms=PENDING_AWAIT_MS, **_stream_from(feed)
+        list(pipeline),
+        max_await_time_ms=PENDING_AWAIT_MS,
+        batch_size=PENDING_BATCH,
+        **_stream_from(feed),
     ) as stream:
-        while (change := await stream.try_next()) is not None:
+        # The first batch came with the stream; one with room left reached the stream's end
+        # (`_data`, the cursor's changes received: PyMongo has no public way to tell).
+        at_end = len(stream._cursor._data) < PENDING_BATCH
+        while not at_end or stream._cursor._has_next():
+            change = await stream.try_next()
+            if change is None:
+                break
             at = change.get("clusterTime")
             if until is not None and at is not None and at > until:
                 break

@@ -20,6 +20,7 @@ from orders_vocabulary.money import ZERO, round_money
 from orders_vocabulary.statuses import OrderStatus
 from service.domain.statuses import CLOSED, NO_REVENUE
 from service.store.client import Document
+from service.store.feed import FEEDS, pending_after
 from service.store.feed import pending as pending_changes
 from service.store.rollups.deltas import (
     FEED_PIPELINE,
@@ -31,6 +32,26 @@ from service.store.rollups.deltas import (
 from service.store.rollups.schema import CUSTOMER_COUNTS, ORDER_COUNTS, STATUS_COUNTS
 
 TOP_CUSTOMERS = 10
+_COUNTS = "__customer_counts"
+"""The field that tells a customer's breakdown from the feed's document in the rows of
+`_customer_reads`."""
+
+
+def _customer_reads(customer_id: str) -> list[Document]:
+    """Over `feeds`: the rollups feed's document, then the customer's `customer_counts`
+    breakdown as `{_COUNTS: {s, d}}` (at most once)."""
+    return [
+        {"$match": {"_id": ROLLUPS_FEED}},
+        {
+            "$unionWith": {
+                "coll": CUSTOMER_COUNTS,
+                "pipeline": [
+                    {"$match": {"_id": customer_id}},
+                    {"$project": {"_id": 0, _COUNTS: {"s": "$s", "d": "$d"}}},
+                ],
+            }
+        },
+    ]
 
 
 async def _pending(
@@ -125,14 +146,19 @@ async def customer_stats(
     currency: str,
 ) -> dict[str, Any] | None:
     """The stats over one customer's orders, from its `customer_counts` breakdown plus the
-    pending deltas of its orders, in one snapshot; None while the rollups are not built."""
+    pending deltas of its orders, in one snapshot; None while the rollups are not built.
+    The rollups feed's checkpoint and the breakdown are read in one aggregation (one round
+    trip), then the changes after the checkpoint."""
     async with client.start_session(snapshot=True) as session:
-        pending = await _pending(db, session)
-        if pending is None:
+        rows = await (
+            await db[FEEDS].aggregate(_customer_reads(customer_id), session=session)
+        ).to_list()
+        feed = next((row for row in rows if row.get("_id") == ROLLUPS_FEED), None)
+        changes = await pending_after(db, feed, FEED_PIPELINE, session)
+        if changes is None:
             return None
-        doc = await db[CUSTOMER_COUNTS].find_one(
-            {"_id": customer_id}, {"s": 1, "d": 1}, session=session
-        )
+    pending = deltas_of(changes)
+    doc = next((row[_COUNTS] for row in rows if _COUNTS in row), None)
     statuses: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, ZERO])
     days: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
     for status, by_currency in (doc or {}).get("s", {}).items():
