@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pymongo import DESCENDING
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.store.client import ORDERS, Document
@@ -19,12 +18,6 @@ are kept, so a worker of this version rebuilds rollups an earlier version made (
 `customer_counts`, v4 the rollups' change feed instead of deltas pending in the orders)."""
 OLD_PENDING_INDEX = "rollups_pending"
 """The index of the deltas orders kept pending before v4; nothing writes them any more."""
-
-
-async def built(db: AsyncDatabase[Document], session: AsyncClientSession) -> bool:
-    """Whether the rollups are built (as `session` sees them)."""
-    marker = await db[ROLLUP_STATE].find_one({"_id": BUILT}, {"done": 1}, session=session)
-    return bool(marker is not None and marker.get("done"))
 
 
 async def ensure_rollup_indexes(db: AsyncDatabase[Document], currency: str) -> None:
