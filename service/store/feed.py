@@ -1,8 +1,8 @@
 """A change feed of the orders: one process at a time reads the orders collection's change
 stream from a checkpoint and hands each batch of changes on; the checkpoint moves in the
-same transaction as the batch's writes. The step toward one write per change
-(docs/design.md, "Toward one write per change"): what waits in an order for a second write
-today (its event, its rollup deltas) can be taken from the stream instead.
+same transaction as the batch's writes. The events feed (`service.store.outbox`) and the
+rollups feed (`service.store.rollups.applier`) read each write's event and deltas this way,
+so an order is written once per change (docs/design.md, "Reliability").
 
 - **One reader at a time.** The reader holds a lease on its feed's document in `feeds`,
   renewed while it reads (times are the server's). Another process takes the feed over
@@ -19,8 +19,8 @@ today (its event, its rollup deltas) can be taken from the stream instead.
   back for more (up to `max_batch`): one change when idle, many when busy, no wait added.
 
 `pending` reads, for a caller's snapshot of what the feed's handler wrote, the changes
-that snapshot does not hold yet: from the checkpoint the snapshot saw to the end of the
-stream.
+that snapshot does not hold yet: from the checkpoint the snapshot saw up to the snapshot's
+cluster time.
 """
 
 from __future__ import annotations
