@@ -26,10 +26,10 @@ from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.store.client import Document
 from service.store.membership import Membership
-from service.topology import PLACE, topology
+from service.topology import topology
 from service.worker.consumers import QueueConsumer
 from service.worker.delivery import Courier
-from service.worker.orders import intake_document, order_router, placing
+from service.worker.orders import catalogue_router, served
 from service.worker.partitions import (
     ActionRouter,
     Barriers,
@@ -74,12 +74,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
 def catalogue(worker: Worker) -> AsyncAPI:
     """The AsyncAPI document of the worker: `make docs-gen` writes it to docs/asyncapi.json.
-    Its subscribers are the broker's and those of `orders.place` and `orders.action`, which
-    the worker consumes without FastStream (`Worker.intake_document`); the brokers share one
-    server."""
+    Its subscribers are those of the queues the worker consumes without FastStream
+    (`Worker.catalogue`); the brokers share one server."""
     return AsyncAPI(
         worker.broker,
-        worker.intake_document,
+        worker.catalogue,
         title="Orders service",
         version="0.1.0",
         description=CATALOGUE_DESCRIPTION,
@@ -87,8 +86,8 @@ def catalogue(worker: Worker) -> AsyncAPI:
 
 
 class EveryConsumer:
-    """The subscribers' consumers, the worker's own (`orders.place`, the action intake) and
-    the action partitions' (readiness)."""
+    """The worker's consumers: of each routing key's queue and of the action partitions
+    (readiness)."""
 
     def __init__(self, watchdog: ConsumerWatchdog, partitions: PartitionConsumers) -> None:
         self._watchdog = watchdog
@@ -134,20 +133,22 @@ class Worker:
             solo=Solo(self.ownership, barriers, metrics),
             numbers=self.courier.admission.sequencing.numbers,
         )
-        place = placing(self.handlers, self.courier)
-        self.places = QueueConsumer(
-            self.names.queue(PLACE).name,
-            place,
-            lambda: self.broker._connection,
-            prefetch=settings.prefetch,
-            metrics=metrics.intake,
-        )
-        self.broker.include_router(order_router(self.handlers, self.courier, self.names))
-        # Never started: it carries the subscribers of `orders.place` and `orders.action`
-        # for the document only.
-        self.intake_document = rabbit_broker(url)
-        self.intake_document.include_router(
-            intake_document(place, self.actions.route, self.names, prefetch=settings.prefetch)
+        handles = served(self.handlers, self.courier)
+        self.served = [
+            QueueConsumer(
+                self.names.queue(routing_key).name,
+                handle,
+                lambda: self.broker._connection,
+                prefetch=settings.prefetch,
+                metrics=metrics.intake,
+            )
+            for routing_key, handle in handles.items()
+        ]
+        """The consumers of every routing key's queue but `orders.action`'s."""
+        # Never started: it carries every queue's subscriber for the document only.
+        self.catalogue = rabbit_broker(url)
+        self.catalogue.include_router(
+            catalogue_router(handles, self.actions.route, self.names, prefetch=settings.prefetch)
         )
         self.partitions = PartitionConsumers(
             self.names,
@@ -160,7 +161,9 @@ class Worker:
             barriers=barriers,
         )
         self.membership: MembershipLoop | None = None
-        self.watchdog = ConsumerWatchdog(self.broker, [self.places, self.actions.intake])
+        self.watchdog = ConsumerWatchdog(
+            lambda: self.broker._connection, [*self.served, self.actions.intake]
+        )
         self.readiness = Readiness(EveryConsumer(self.watchdog, self.partitions))
         self.core: Core | None = None
         self.background: list[asyncio.Task[None]] = []
@@ -214,14 +217,15 @@ class Worker:
             self.readiness.client = None
 
     async def start_consumers(self) -> None:
-        """Consume every action partition, `orders.action` and `orders.place` (the broker's
-        subscribers consume already), then join the live workers: from then on the others
-        hand this worker its share (service/worker/partitions.py)."""
+        """Consume every action partition, `orders.action` and every other queue, then join
+        the live workers: from then on the others hand this worker its share
+        (service/worker/partitions.py)."""
         connection = self.broker._connection
         assert connection is not None, "started after the broker"
         await self.partitions.start(connection)
         await self.actions.intake.start(connection)
-        await self.places.start(connection)
+        for consumer in self.served:
+            await consumer.start(connection)
         if self.membership is not None:
             self.background.append(
                 asyncio.create_task(self.membership.run(), name="worker-membership")
@@ -236,12 +240,14 @@ class Worker:
         await cancel([self.watchdog_task] if self.watchdog_task else [])
 
     async def stop_consuming(self) -> None:
-        """On SIGTERM, while the broker can still publish (it stops the subscribers after
-        these hooks): the worker's own consumers stop, side by side. Places: no more are
-        taken and those in hand finish, then the channel closes (anything unacked is
-        requeued). Actions: handed over in order (`hand_over_actions`)."""
+        """On SIGTERM, while the broker can still publish: the worker's consumers stop, side
+        by side. Places and queries: no more are taken and those in hand finish, then the
+        channels close (anything unacked is requeued). Actions: handed over in order
+        (`hand_over_actions`)."""
         grace = self.settings.shutdown_seconds / 2
-        await asyncio.gather(self.places.stop(grace), self.hand_over_actions())
+        await asyncio.gather(
+            *(consumer.stop(grace) for consumer in self.served), self.hand_over_actions()
+        )
 
     async def hand_over_actions(self) -> None:
         """Route no more actions and let the admitted ones finish, then close the action

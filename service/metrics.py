@@ -1,9 +1,10 @@
 """Prometheus metrics: one registry per worker, made in the app factory and passed down.
 
 FastStream's Prometheus middleware counts what is consumed and published and times the
-handlers; `ConsumeMetrics` keeps the same series for the consumers FastStream does not
-run (`orders.place` and the action intake, service/worker/consumers.py). `ServiceMetrics`
-adds what only the service knows: refusals by error code, dead letters, messages with
+handlers; `ConsumeMetrics` and `PublishMetrics` keep the same series for what the worker
+consumes and publishes past FastStream (every queue it consumes: consumers.py; events and
+replies: publishing.py, both in service/worker/). `ServiceMetrics` adds
+what only the service knows: refusals by error code, dead letters, messages with
 undecodable properties, and the outbox backlog. Labels stay bounded whatever producers
 send: consumed messages are labelled by the routing key they were first sent with (a
 retried one is not a new key), and any routing key that is not one of the service's own (a
@@ -72,9 +73,9 @@ class RoutingKeyLabels(RabbitMetricsSettingsProvider):
 
 class ConsumeMetrics:
     """The Prometheus middleware's per-message series (`received_*`, labelled as it labels
-    them) for the consumers FastStream does not run (`orders.place`, the action intake),
-    whose messages take the path of raw aio-pika deliveries. Each label's series are looked
-    up once."""
+    them) for the worker's own consumers (service/worker/consumers.py: every queue), whose
+    messages take the path of raw aio-pika deliveries. Each label's series are looked up
+    once."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         # The middleware's own metrics: a container on the same registry reuses them.
@@ -124,9 +125,9 @@ class _HandlerSeries:
 
 class PublishMetrics:
     """The Prometheus middleware's `published_*` series (labelled as it labels them) for
-    the events the worker publishes past FastStream (service/worker/publishing.py): the
-    total by status, the duration and the exceptions. Each destination's series are looked
-    up once."""
+    the events and replies the worker publishes past FastStream
+    (service/worker/publishing.py): the total by status, the duration and the exceptions.
+    Each destination's series are looked up once."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._container = MetricsContainer(registry, metrics_prefix=PREFIX, custom_label_names=())
@@ -134,8 +135,9 @@ class PublishMetrics:
 
     @contextlib.contextmanager
     def publishing(self, exchange: str, routing_key: str) -> Iterator[None]:
-        """Around one publish (with its confirm) to `exchange` with `routing_key`."""
-        destination = f"{exchange}.{routing_key_label(routing_key)}"
+        """Around one publish (with its confirm) to `exchange` with `routing_key` (to the
+        default exchange `""`: a reply)."""
+        destination = f"{exchange}.{routing_key_label(routing_key)}" if exchange else REPLY
         series = self._series.get(destination)
         if series is None:
             labels = {"app_name": PREFIX, "broker": BROKER, "destination": destination}

@@ -28,7 +28,12 @@ class StorePort(Protocol):
     events feed publishes them: service/store/outbox.py)."""
 
     async def by_id(self, id: int) -> Order | None:
-        """The order with this database id, or None."""
+        """The order with this database id, or None: a read of its own, at once (a query's:
+        its latency first)."""
+
+    async def load(self, id: int) -> Order | None:
+        """`by_id`, in one read with the others that arrive together or while one runs (an
+        action's: its throughput first)."""
 
     async def by_order_id(self, order_id: int) -> Order | None:
         """The order with this public order number, or None."""

@@ -169,7 +169,8 @@ class OrderService:
         version = 0
         for _ in range(DECISION_ATTEMPTS):
             if order is None:
-                order, from_cache = await self._load(action.id, action.order_id), False
+                order = await self._load(action.id, action.order_id, batched=True)
+                from_cache = False
             version = order.version
             try:
                 change = domain.decide(order, command, request, self._clock())
@@ -200,9 +201,11 @@ class OrderService:
     async def stats(self, query: OrderStatsQuery) -> dict[str, Any]:
         return await self._stats.compute(query, self._currency)
 
-    async def _load(self, id: int | None, order_id: int | None) -> Order:
+    async def _load(self, id: int | None, order_id: int | None, *, batched: bool = False) -> Order:
+        """The order by id or else order_id; `batched`: read with others (`StorePort.load`)."""
         if id is not None:
-            found, key, value = await self._store.by_id(id), "id", id
+            read = self._store.load if batched else self._store.by_id
+            found, key, value = await read(id), "id", id
         else:
             assert order_id is not None
             found, key, value = await self._store.by_order_id(order_id), "order_id", order_id

@@ -84,10 +84,11 @@ class OrderStore:
         self._texts = KnownTexts()
         self._orders = db[ORDERS]
         self._counters = db[COUNTERS]
-        # Reads by id that arrive together (or while one runs) share one `$in` find, and
-        # changes one `bulk_write`; an idle worker adds no wait. One batch of each at a time:
-        # under load, what arrives while one is out goes as the next, so batches grow with
-        # the load instead of the round trips (docs/benchmarks.md, "step ten").
+        # Actions' reads by id that arrive together (or while one runs) share one `$in`
+        # find, and changes one `bulk_write`; an idle worker adds no wait. One batch of each
+        # at a time: under load, what arrives while one is out goes as the next, so batches
+        # grow with the load instead of the round trips (docs/benchmarks.md, "step ten").
+        # A get reads alone (`by_id`): it would wait for the batch in flight.
         self._loads: MicroBatcher[int, Order | None] = MicroBatcher(
             self._by_ids, max_size=LOAD_BATCH, max_wait=0.0, max_in_flight=1
         )
@@ -139,6 +140,9 @@ class OrderStore:
         return None if doc is None else int(doc["_id"])
 
     async def by_id(self, id: int) -> Order | None:
+        return await self._one({"_id": id})
+
+    async def load(self, id: int) -> Order | None:
         return await self._loads.submit(id)
 
     async def _by_ids(self, ids: Sequence[int]) -> list[Order | None]:

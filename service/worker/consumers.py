@@ -1,13 +1,14 @@
-"""Queues the worker consumes itself, with plain aio-pika consumers: `orders.place`, the
-action intake `orders.action` and the action partitions (service/worker/partitions.py).
+"""Queues the worker consumes itself, with plain aio-pika consumers: every routing key's
+(`orders.place`, the queries, the action intake `orders.action`) and the action partitions
+(service/worker/partitions.py).
 
 FastStream's per-message path (its parser, fast_depends, the logging, acknowledgement and
-Prometheus middlewares) cost about as much CPU as placing the order itself, so the busiest
-queues skip it: each delivery goes straight to its handler, which hands it to the courier
-(service/worker/delivery.py) as the subscribers do. Readiness checks every one of them;
-`orders.place` and `orders.action` the document still shows as subscribers
-(service/worker/orders.py, `intake_document`), the watchdog restarts (`OwnConsumer`,
-service/worker/watchdog.py) and `ConsumeMetrics` counts in FastStream's `received_*` series.
+Prometheus middlewares) cost about as much CPU as placing the order itself, and a sixth of
+a get's, so no queue takes it: each delivery goes straight to its handler, which hands it
+to the courier (service/worker/delivery.py). Readiness checks every consumer; the AsyncAPI
+document still shows them as subscribers (service/worker/orders.py, `catalogue_router`),
+the watchdog restarts them (`OwnConsumer`, service/worker/watchdog.py) and `ConsumeMetrics`
+counts in FastStream's `received_*` series.
 """
 
 from __future__ import annotations

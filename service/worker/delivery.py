@@ -37,7 +37,7 @@ from service.metrics import ServiceMetrics
 from service.topology import COMMANDS, Topology, original_routing_key, retry_routing_key
 from service.wire import decode_object, encode, payload_for_rejection
 from service.worker.admission import Admission
-from service.worker.publishing import EventChannel
+from service.worker.publishing import EventChannel, ReplyChannel
 from service.worker.replies import ReplyQueues
 from service.worker.retries import (
     ATTEMPT_HEADER,
@@ -105,6 +105,7 @@ class Courier:
         self._events = EventChannel(
             lambda: broker._connection, topology.events.name, metrics.publishing
         )
+        self._replies = ReplyChannel(lambda: broker._connection, metrics.publishing)
 
     async def serve(
         self,
@@ -332,13 +333,7 @@ class Courier:
         )
 
     async def _reply(self, message: RabbitMessage, reply_to: str, reply: dict[str, Any]) -> None:
-        await self._broker.publish(
-            encode(reply),
-            routing_key=reply_to,
-            correlation_id=message.correlation_id,
-            content_type="application/json",
-            mandatory=False,
-        )
+        await self._replies.publish(encode(reply), reply_to, message.correlation_id or None)
 
     async def _dead_letter(
         self,

@@ -7,17 +7,19 @@ reconnect) is not ready until the watchdog has attached it again.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry, Counter
 from pymongo import AsyncMongoClient
 
 from devtools.embedded_mongo import free_port
 from service.health import HealthServer, Phase, Readiness
 from service.store.client import Document
+from service.worker.consumers import QueueConsumer
 from service.worker.watchdog import ConsumerWatchdog
 
 QUEUE = "health.check"  # the test vhost goes at the end of the session
@@ -41,11 +43,11 @@ async def test_ready_only_while_running_with_every_consumer_attached(
 ) -> None:
     broker = RabbitBroker(amqp_url)
 
-    @broker.subscriber(RabbitQueue(QUEUE))
-    async def handle(body: str) -> None:
-        pass
+    async def handle(raw: AbstractIncomingMessage) -> None:
+        await raw.ack()
 
-    watchdog = ConsumerWatchdog(broker)
+    consumer = QueueConsumer(QUEUE, handle, lambda: broker._connection, prefetch=4)
+    watchdog = ConsumerWatchdog(lambda: broker._connection, [consumer])
     readiness = Readiness(watchdog)
     registry = CollectorRegistry()
     Counter("probe", "A metric to find in the text.", registry=registry).inc()
@@ -66,12 +68,19 @@ async def test_ready_only_while_running_with_every_consumer_attached(
         readiness.client = client
         async with broker:
             await broker.start()
+            connection = broker._connection
+            assert connection is not None
+            setup = await connection.channel()
+            await setup.declare_queue(QUEUE)
+            await consumer.start(connection)
             readiness.phase = Phase.RUNNING
             status, body = await get(http, f"{base}/health/ready")
             assert (status, body["status"]) == (200, "ready"), body
 
-            subscriber = broker.subscribers[0]
-            await subscriber._queue_obj.cancel(subscriber._consumer_tag)  # type: ignore[attr-defined]
+            assert consumer.channel is not None
+            underlay = await consumer.channel.get_underlay_channel()
+            (tag,) = cast(Any, underlay).consumers  # aiormq's channel
+            await underlay.basic_cancel(tag)
             status, body = await get(http, f"{base}/health/ready")
             assert status == 503
             assert body["checks"] == {
@@ -86,6 +95,8 @@ async def test_ready_only_while_running_with_every_consumer_attached(
             readiness.phase = Phase.STOPPING
             status, body = await get(http, f"{base}/health/ready")
             assert (status, body["checks"]["worker"]) == (503, "stopping")
+            await consumer.close()
+            await setup.close()
 
         async with http.get(f"{base}/metrics") as response:
             assert response.status == 200
@@ -103,7 +114,7 @@ async def test_ready_only_while_running_with_every_consumer_attached(
 
 async def test_a_taken_port_is_an_error_at_start() -> None:
     port = free_port()
-    readiness = Readiness(ConsumerWatchdog(RabbitBroker()))
+    readiness = Readiness(ConsumerWatchdog(lambda: None, []))
     first = HealthServer(readiness, CollectorRegistry(), host="127.0.0.1", port=port)
     await first.start()
     try:

@@ -281,19 +281,40 @@ async def _one_per_turn(calls: list[Coroutine[Any, Any, T]]) -> list[asyncio.Tas
     return tasks
 
 
-async def test_reads_by_id_arriving_while_one_is_out_wait_for_it_and_share_the_next_find(
+async def test_loads_by_id_arriving_while_one_is_out_wait_for_it_and_share_the_next_find(
     db: AsyncDatabase[Document], orders: OrderService
 ) -> None:
     placed = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(6)]
     store = GatedStore(db)
-    first = asyncio.create_task(store.by_id(placed[0].id))
+    first = asyncio.create_task(store.load(placed[0].id))
     await store.started.wait()
-    rest = await _one_per_turn([store.by_id(order.id) for order in placed[1:]])
+    rest = await _one_per_turn([store.load(order.id) for order in placed[1:]])
     store.gate.set()
     found = await asyncio.gather(first, *rest)
 
     assert [order.id for order in found if order is not None] == [o.id for o in placed]
     assert store.loads == [[placed[0].id], [order.id for order in placed[1:]]]
+
+
+async def test_a_read_by_id_does_not_wait_for_the_loads_in_flight(
+    db: AsyncDatabase[Document], orders: OrderService
+) -> None:
+    """A get reads alone: it is answered while the actions' batch of loads is held."""
+    placed = [(await orders.place(place_order(), NO_DELIVERY)).order for _ in range(2)]
+    store = GatedStore(db)
+    held = asyncio.create_task(store.load(placed[0].id))
+    await store.started.wait()
+
+    found = await asyncio.wait_for(store.by_id(placed[1].id), timeout=5)
+
+    assert found is not None
+    assert found.id == placed[1].id
+    assert not held.done()
+    assert store.loads == [[placed[0].id]]
+    store.gate.set()
+    loaded = await held
+    assert loaded is not None
+    assert loaded.id == placed[0].id
 
 
 async def test_changes_arriving_while_a_write_is_out_wait_for_it_and_share_the_next(

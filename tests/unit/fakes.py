@@ -84,6 +84,9 @@ class FakeStore:
         stored = self.orders.get(id)
         return None if stored is None else stored.order
 
+    async def load(self, id: int) -> Order | None:
+        return await self.by_id(id)
+
     async def by_order_id(self, order_id: int) -> Order | None:
         self.reads += 1
         return next((s.order for s in self.orders.values() if s.order.order_id == order_id), None)
