@@ -5,7 +5,7 @@ A small aiohttp server runs inside the worker's lifespan, beside FastStream's ow
 shutdown exactly as before (docs/operations.md, "Health and metrics", says why not uvicorn).
 
     GET /health/live   200 while the process's event loop answers
-    GET /health/ready  200 when every subscriber's consumer is attached and MongoDB answers a
+    GET /health/ready  200 when every queue's consumer is attached and MongoDB answers a
                        ping in time; 503 otherwise, the JSON body saying which check failed
     GET /metrics       the registry in Prometheus text format
 """

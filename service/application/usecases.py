@@ -1,7 +1,7 @@
 """The use cases: load, let the domain decide, save (each write with its event, which the
 events feed publishes: service/store/outbox.py).
 
-Transport-free: the worker's subscribers and the HTTP gateway both call these.
+Transport-free: the worker's consumers and the HTTP gateway both call these.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The courier's outcome policy: what each delivery's result becomes.
 
-One wrapper around every subscriber: decode, run, then reply, dead-letter, send round the
+One wrapper around every queue's handler: decode, run, then reply, dead-letter, send round the
 retry delays or retry in place (ordered work), and ack or nack. This is the one place where
 errors become the contract's replies. Transient failures (MongoDB unreachable) are retried
 with backoff, never turned into a rejection, until `transient_retry_seconds` have passed;
