@@ -1,14 +1,14 @@
 """Prometheus metrics: one registry per worker, made in the app factory and passed down.
 
-FastStream's Prometheus middleware counts what is consumed and published and times the
-handlers; `ConsumeMetrics` and `PublishMetrics` keep the same series for what the worker
-consumes and publishes past FastStream (every queue it consumes: consumers.py; events and
-replies: publishing.py, both in service/worker/). `ServiceMetrics` adds
-what only the service knows: refusals by error code, dead letters, messages with
-undecodable properties, and the outbox backlog. Labels stay bounded whatever producers
-send: consumed messages are labelled by the routing key they were first sent with (a
-retried one is not a new key), and any routing key that is not one of the service's own (a
-producer allowed on the retry exchanges can send `<anything>.orders.place`) by `other`;
+FastStream's Prometheus middleware counts what goes through the broker (the dead letters
+and retries it publishes); `ConsumeMetrics` and `PublishMetrics` keep the same series, with
+the same labels, for what the worker consumes and publishes past FastStream (every queue:
+service/worker/consumers.py; events and replies: service/worker/publishing.py).
+`ServiceMetrics` adds what only the service knows: refusals by error code, dead letters,
+messages with undecodable properties, and the outbox backlog. Labels stay bounded whatever
+producers send: consumed messages are labelled by the routing key they were first sent with
+(a retried one is not a new key), and any routing key that is not one of the service's own
+(a producer allowed on the retry exchanges can send `<anything>.orders.place`) by `other`;
 replies, which go to each client's own reply queue, by `reply`; properties by their fixed
 AMQP names.
 """
@@ -21,8 +21,6 @@ from collections.abc import Awaitable, Iterable, Iterator
 
 from aio_pika import IncomingMessage
 from aio_pika.abc import AbstractIncomingMessage
-from faststream.message.message import StreamMessage
-from faststream.prometheus import ConsumeAttrs
 from faststream.prometheus.container import MetricsContainer
 from faststream.prometheus.middleware import PrometheusMiddleware
 from faststream.rabbit.prometheus.provider import RabbitMetricsSettingsProvider
@@ -55,19 +53,11 @@ def routing_key_label(routing_key: str) -> str:
 
 
 class RoutingKeyLabels(RabbitMetricsSettingsProvider):
-    """FastStream labels a delivery `<exchange>.<routing key>`; we label it by the routing
-    key it was first published with, whichever exchange (commands, retry) it came through."""
-
-    def get_consume_attrs_from_message(self, msg: StreamMessage[IncomingMessage]) -> ConsumeAttrs:
-        return {
-            "destination_name": routing_key_label(msg.raw_message.routing_key or ""),
-            "message_size": len(msg.body),
-            "messages_count": 1,
-        }
+    """What the broker publishes (dead letters, retries) is labelled `<exchange>.<routing
+    key>` with the routing key it was first published with (a retry's prefix taken off), as
+    `PublishMetrics` labels the rest."""
 
     def get_publish_destination_name_from_cmd(self, cmd: RabbitPublishCommand) -> str:
-        if not cmd.exchange.name:
-            return REPLY
         return f"{cmd.exchange.name}.{routing_key_label(cmd.destination)}"
 
 
