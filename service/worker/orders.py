@@ -9,12 +9,11 @@ AsyncAPI document only."""
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from faststream._internal.context import Context
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.message import RabbitMessage as Delivered
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
@@ -31,20 +30,6 @@ from service.worker.asyncapi_docs import (
 )
 from service.worker.consumers import Handle, delivered
 from service.worker.delivery import Courier, Work
-
-
-class CurrentMessage(Context):
-    """FastStream's `Context("message")` without a thread: fast_depends runs a custom
-    field's synchronous `use` in a worker thread for every message (an anyio thread-pool
-    round trip per delivery); a coroutine `use` is awaited in place."""
-
-    async def use(self, /, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        resolved: dict[str, Any] = super().use(**kwargs)
-        return resolved
-
-
-RabbitMessage = Annotated[Delivered, CurrentMessage("message")]
-"""The delivery, as a handler parameter (in place of faststream.rabbit.annotations')."""
 
 
 async def keep_bytes(message: Delivered) -> bytes:
